@@ -1,0 +1,211 @@
+//! The plugin configuration on stdin: the keys every plugin shares. Plugin-specific
+//! keys are parsed by each plugin from [`NetConf::raw`].
+
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
+
+use crate::spec::error::CniError;
+use crate::spec::result::{CniResult, Dns};
+use crate::spec::version::Version;
+use crate::validate;
+
+/// One entry of `cni.dev/valid-attachments` (GC).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Deserialize)]
+pub struct Attachment {
+    #[serde(rename = "containerID")]
+    pub container_id: String,
+    pub ifname: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct NetConf {
+    /// The version as written; a missing cniVersion means 0.1.0.
+    pub version: Version,
+    pub name: String,
+    pub plugin_type: String,
+    pub ipam_type: Option<String>,
+    pub dns: Option<Dns>,
+    pub prev_result: Option<CniResult>,
+    pub runtime_config: Map<String, Value>,
+    /// GC only: None when the key is absent (then GC keeps everything).
+    pub valid_attachments: Option<Vec<Attachment>>,
+    /// The whole object, for plugin-specific keys and for delegating to IPAM.
+    pub raw: Value,
+    /// The exact bytes received, passed unchanged to a delegated plugin.
+    pub bytes: Vec<u8>,
+}
+
+/// JSON nesting deeper than this is refused before parsing, so hostile input cannot
+/// exhaust the stack (serde_json's own limit is 128, this is tighter and explicit).
+const MAX_DEPTH: usize = 64;
+/// Larger configs are refused: real ones are a few KiB.
+pub const MAX_CONFIG_BYTES: usize = 4 << 20;
+
+fn check_depth(bytes: &[u8]) -> Result<(), CniError> {
+    let (mut depth, mut in_str, mut escaped) = (0usize, false, false);
+    for &b in bytes {
+        if in_str {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_str = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_str = true,
+            b'{' | b'[' => {
+                depth += 1;
+                if depth > MAX_DEPTH {
+                    return Err(CniError::decode(format!(
+                        "config: JSON nested deeper than {MAX_DEPTH} levels"
+                    )));
+                }
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+impl NetConf {
+    /// Reads only `cniVersion`, for commands that need nothing else (STATUS, VERSION).
+    pub fn parse(bytes: &[u8]) -> Result<NetConf, CniError> {
+        if bytes.len() > MAX_CONFIG_BYTES {
+            return Err(CniError::decode(format!(
+                "config: {} bytes is larger than the {MAX_CONFIG_BYTES}-byte limit",
+                bytes.len()
+            )));
+        }
+        check_depth(bytes)?;
+        let raw: Value = serde_json::from_slice(bytes)
+            .map_err(|e| CniError::decode(format!("config: invalid JSON: {e}")))?;
+        let obj = raw.as_object().ok_or_else(|| CniError::decode("config: expected a JSON object"))?;
+        let version = match obj.get("cniVersion") {
+            None | Some(Value::Null) => Version::V010,
+            Some(Value::String(s)) if s.is_empty() => Version::V010,
+            Some(Value::String(s)) => Version::negotiate(s)?,
+            Some(_) => return Err(CniError::decode("config: \"cniVersion\" must be a string")),
+        };
+        let string = |key: &str| -> Result<String, CniError> {
+            match obj.get(key) {
+                None | Some(Value::Null) => Ok(String::new()),
+                Some(Value::String(s)) => Ok(s.clone()),
+                Some(_) => Err(CniError::config(format!("config: {key:?} must be a string"))),
+            }
+        };
+        let name = string("name")?;
+        let plugin_type = string("type")?;
+        let ipam_type = match obj.get("ipam") {
+            None | Some(Value::Null) => None,
+            Some(Value::Object(ipam)) => match ipam.get("type") {
+                None | Some(Value::Null) => None,
+                Some(Value::String(t)) if t.is_empty() => None,
+                Some(Value::String(t)) => {
+                    validate::plugin_type(t).map_err(|e| CniError::config(format!("ipam.type: {e}")))?;
+                    Some(t.clone())
+                }
+                Some(_) => return Err(CniError::config("config: \"ipam.type\" must be a string")),
+            },
+            Some(_) => return Err(CniError::config("config: \"ipam\" must be an object")),
+        };
+        let dns = match obj.get("dns") {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(
+                serde_json::from_value(v.clone())
+                    .map_err(|e| CniError::config(format!("config: \"dns\": {e}")))?,
+            ),
+        };
+        let prev_result = match obj.get("prevResult") {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(CniResult::parse(v, version)?),
+        };
+        let runtime_config = match obj.get("runtimeConfig") {
+            None | Some(Value::Null) => Map::new(),
+            Some(Value::Object(m)) => m.clone(),
+            Some(_) => return Err(CniError::config("config: \"runtimeConfig\" must be an object")),
+        };
+        let valid_attachments = match obj.get("cni.dev/valid-attachments").or(obj.get("cni.dev/attachments")) {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(serde_json::from_value(v.clone()).map_err(|e| {
+                CniError::config(format!("config: \"cni.dev/valid-attachments\": {e}"))
+            })?),
+        };
+        Ok(NetConf {
+            version,
+            name,
+            plugin_type,
+            ipam_type,
+            dns,
+            prev_result,
+            runtime_config,
+            valid_attachments,
+            raw,
+            bytes: bytes.to_vec(),
+        })
+    }
+
+    /// The network name, validated: it names directories and firewall comments.
+    pub fn require_name(&self) -> Result<&str, CniError> {
+        validate::network_name(&self.name).map_err(|e| CniError::config(format!("config: \"name\": {e}")))?;
+        Ok(&self.name)
+    }
+
+    /// Deserializes the plugin-specific view of the config, naming the bad key on error.
+    pub fn plugin<T: DeserializeOwned>(&self) -> Result<T, CniError> {
+        serde_json::from_value(self.raw.clone())
+            .map_err(|e| CniError::config(format!("{} config: {e}", self.plugin_type)))
+    }
+
+    /// `args.cni.<key>`, the conventions' place for runtime metadata.
+    pub fn args_cni(&self, key: &str) -> Option<&Value> {
+        self.raw.get("args")?.get("cni")?.get(key)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_version_means_010() {
+        let c = NetConf::parse(br#"{"name":"n","type":"bridge"}"#).unwrap();
+        assert_eq!(c.version, Version::V010);
+    }
+
+    #[test]
+    fn unknown_version_is_code_1_and_bad_json_code_6() {
+        assert_eq!(NetConf::parse(br#"{"cniVersion":"9.9.9"}"#).unwrap_err().code, 1);
+        assert_eq!(NetConf::parse(b"{").unwrap_err().code, 6);
+        assert_eq!(NetConf::parse(b"[]").unwrap_err().code, 6);
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_without_recursion() {
+        let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        assert_eq!(NetConf::parse(deep.as_bytes()).unwrap_err().code, 6);
+        // brackets inside strings do not count
+        let s = format!(r#"{{"cniVersion":"1.0.0","name":"{}"}}"#, "[".repeat(1000));
+        assert!(NetConf::parse(s.as_bytes()).is_ok());
+    }
+
+    #[test]
+    fn gc_accepts_both_attachment_keys() {
+        let c = NetConf::parse(
+            br#"{"cniVersion":"1.1.0","name":"n","cni.dev/attachments":[{"containerID":"a","ifname":"eth0"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(c.valid_attachments.unwrap()[0].container_id, "a");
+        let c = NetConf::parse(br#"{"cniVersion":"1.1.0","name":"n"}"#).unwrap();
+        assert!(c.valid_attachments.is_none());
+    }
+
+    #[test]
+    fn bad_ipam_type_is_config_error() {
+        let e = NetConf::parse(br#"{"cniVersion":"1.0.0","ipam":{"type":"../x"}}"#).unwrap_err();
+        assert_eq!(e.code, 7);
+    }
+}
