@@ -3,3 +3,5 @@
 
 pub mod spec;
 pub mod validate;
+pub mod exec;
+pub mod plan;

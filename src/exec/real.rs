@@ -1,0 +1,234 @@
+//! The real executor: one `ip -batch -` (or `bridge -batch -`) process per run of
+//! consecutive steps in one namespace, container side through `nsenter --net=PATH`;
+//! sysctls written to /proc/sys (container side from a thread that joined the netns);
+//! firewall ops as one restore/nft transaction each.
+
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::{Executor, FailureKind, ProcessError, StepError, log, observe};
+use crate::plan::{Netns, Op, Step, Tool, shell_quote};
+
+#[derive(Debug, Default)]
+pub struct RealExecutor {
+    /// How many processes this executor started (for benchmarks and tests).
+    pub processes: usize,
+}
+
+/// Runs argv with optional stdin; returns stdout on success.
+pub fn run_process(argv: &[String], stdin: Option<&str>) -> Result<String, ProcessError> {
+    let cmdline = argv.iter().map(|a| shell_quote(a)).collect::<Vec<_>>().join(" ");
+    let mut cmd = Command::new(&argv[0]);
+    cmd.args(&argv[1..])
+        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .env("LC_ALL", "C");
+    let mut child = cmd.spawn().map_err(|e| ProcessError {
+        cmdline: cmdline.clone(),
+        status: None,
+        stderr: format!("cannot start {}: {e}", argv[0]),
+    })?;
+    if let Some(input) = stdin {
+        let mut pipe = child.stdin.take().expect("stdin is piped");
+        // A tool that exits early closes its end; its stderr says why, so a write error
+        // here is not the error to report.
+        let _ = pipe.write_all(input.as_bytes());
+    }
+    let out = child.wait_with_output().map_err(|e| ProcessError {
+        cmdline: cmdline.clone(),
+        status: None,
+        stderr: format!("waiting for {}: {e}", argv[0]),
+    })?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(ProcessError {
+            cmdline,
+            status: out.status.code(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        })
+    }
+}
+
+/// `Command failed -:N` names the failing line of a batch (1-based).
+fn failed_batch_line(stderr: &str) -> Option<usize> {
+    stderr.lines().rev().find_map(|l| l.trim().strip_prefix("Command failed -:")?.parse().ok())
+}
+
+fn ns_prefix(ns: &Netns) -> Vec<String> {
+    match ns {
+        Netns::Host => Vec::new(),
+        Netns::Container(p) => vec!["nsenter".into(), format!("--net={}", p.display())],
+    }
+}
+
+/// Writes a sysctl, joining `ns` first from a short-lived thread: /proc/sys/net shows
+/// the namespace of the thread that opens it, and setns(CLONE_NEWNET) is per thread.
+fn write_sysctl(ns: &Netns, path: &Path, value: &str) -> Result<(), String> {
+    let write = || std::fs::write(path, value).map_err(|e| format!("{}: {e}", path.display()));
+    match ns {
+        Netns::Host => write(),
+        Netns::Container(nspath) => std::thread::scope(|s| {
+            s.spawn(|| {
+                let f = File::open(nspath).map_err(|e| format!("{}: {e}", nspath.display()))?;
+                // SAFETY: setns on a valid fd; only this thread changes namespace and it
+                // ends right after the write.
+                let rc = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
+                if rc != 0 {
+                    return Err(format!(
+                        "setns {}: {}",
+                        nspath.display(),
+                        std::io::Error::last_os_error()
+                    ));
+                }
+                write()
+            })
+            .join()
+            .unwrap_or_else(|_| Err("sysctl thread panicked".into()))
+        }),
+    }
+}
+
+impl RealExecutor {
+    fn run_batch(&mut self, steps: &[Step], tool: Tool) -> Result<(), StepError> {
+        let mut start = 0;
+        while start < steps.len() {
+            let batch = &steps[start..];
+            let program = if tool == Tool::Ip { "ip" } else { "bridge" };
+            let mut argv = ns_prefix(&batch[0].ns);
+            argv.extend([program.to_string(), "-batch".into(), "-".into()]);
+            let script: String =
+                batch.iter().map(|s| s.rendered().batch_line() + "\n").collect();
+            self.processes += 1;
+            match run_process(&argv, Some(&script)) {
+                Ok(_) => return Ok(()),
+                Err(e) => {
+                    // Lines before the failing one took effect; the batch stopped there.
+                    let line = failed_batch_line(&e.stderr).unwrap_or(1).clamp(1, batch.len());
+                    let failed = &batch[line - 1];
+                    let kind = FailureKind::classify(&e.stderr);
+                    let error = ProcessError { cmdline: failed.rendered().to_shell(), ..e };
+                    if !kind.tolerated_by(failed.tolerate) {
+                        return Err(StepError { step: start + line - 1, error });
+                    }
+                    start += line;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn run_single(&mut self, step: &Step) -> Result<(), ProcessError> {
+        let r = step.rendered();
+        match (&step.op, r.tool) {
+            (Op::Sysctl(sc), _) => write_sysctl(&step.ns, &sc.proc_path(), &sc.value).map_err(|stderr| {
+                ProcessError { cmdline: r.to_shell(), status: None, stderr }
+            }),
+            (Op::WaitOperUp { dev }, _) => wait_oper_up(&step.ns, dev, &r.to_shell()),
+            (Op::WaitDad { dev }, _) => {
+                self.processes += 1;
+                wait_dad(&step.ns, dev, &r.to_shell())
+            }
+            _ => {
+                self.processes += 1;
+                run_process(&r.argv(), r.stdin.as_deref()).map(|_| ())
+            }
+        }
+    }
+}
+
+/// The reference's schedule: checks after 0, 50, 500, 1000 and 1000 ms.
+fn wait_oper_up(ns: &Netns, dev: &str, cmdline: &str) -> Result<(), ProcessError> {
+    let mut state = String::new();
+    for delay in [0u64, 50, 500, 1000, 1000] {
+        std::thread::sleep(Duration::from_millis(delay));
+        state = observe::operstate(ns, dev).unwrap_or_else(|e| e.to_string());
+        if state == "up" {
+            return Ok(());
+        }
+    }
+    Err(ProcessError {
+        cmdline: cmdline.to_string(),
+        status: None,
+        stderr: format!("bridge port in error state: {state}"),
+    })
+}
+
+fn wait_dad(ns: &Netns, dev: &str, cmdline: &str) -> Result<(), ProcessError> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let link = observe::link_addrs(&mut observe::RealObserver::default(), ns, dev)
+            .map_err(|e| ProcessError { cmdline: cmdline.into(), status: None, stderr: e.msg })?;
+        let Some(link) = link else {
+            return Err(ProcessError { cmdline: cmdline.into(), status: None, stderr: format!("{dev} is gone") });
+        };
+        if link.addr_info.iter().any(|a| a.dadfailed) {
+            return Err(ProcessError {
+                cmdline: cmdline.into(),
+                status: None,
+                stderr: format!("duplicate address detected on {dev}"),
+            });
+        }
+        if !link.addr_info.iter().any(|a| a.tentative) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            if link.operstate.eq_ignore_ascii_case("up") {
+                return Err(ProcessError {
+                    cmdline: cmdline.into(),
+                    status: None,
+                    stderr: format!("timed out waiting for IPv6 DAD on {dev}"),
+                });
+            }
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+impl Executor for RealExecutor {
+    fn run(&mut self, steps: &[Step]) -> Result<(), StepError> {
+        let mut i = 0;
+        while i < steps.len() {
+            let tool = steps[i].rendered().tool;
+            if matches!(tool, Tool::Ip | Tool::Bridge) {
+                let ns = &steps[i].ns;
+                let end = steps[i..]
+                    .iter()
+                    .position(|s| &s.ns != ns || s.rendered().tool != tool)
+                    .map_or(steps.len(), |n| i + n);
+                self.run_batch(&steps[i..end], tool).map_err(|e| StepError { step: e.step + i, ..e })?;
+                i = end;
+                continue;
+            }
+            if let Err(error) = self.run_single(&steps[i]) {
+                let kind = FailureKind::classify(&error.stderr);
+                if !kind.tolerated_by(steps[i].tolerate) {
+                    return Err(StepError { step: i, error });
+                }
+                log(&format!("ignored: {error}"));
+            }
+            i += 1;
+        }
+        Ok(())
+    }
+    fn is_real(&self) -> bool {
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batch_failure_line_is_found() {
+        assert_eq!(failed_batch_line("RTNETLINK answers: File exists\nCommand failed -:2\n"), Some(2));
+        assert_eq!(failed_batch_line("Error: something"), None);
+    }
+}
