@@ -8,7 +8,7 @@ use serde::Deserialize;
 
 use super::real::run_process;
 use super::{FailureKind, ProcessError};
-use crate::plan::firewall::{Family, IptRule, IptTarget};
+use crate::plan::firewall::{Family, IptRule, IptTarget, NftFamily, NftTable};
 use crate::plan::{Netns, shell_quote};
 use crate::spec::{CniError, code};
 
@@ -296,9 +296,7 @@ pub fn parse_ipt_rule(spec: &str) -> Option<IptRule> {
                 rule.dst = Some(words.get(i + 1)?.parse().ok()?);
                 rule.dst_negated = negate;
             }
-            "-m" if words.get(i + 1)? == "comment" => {
-                i += 1;
-            }
+            "-m" if words.get(i + 1)? == "comment" => {}
             "--comment" => rule.comment = Some(words.get(i + 1)?.clone()),
             "-j" => {
                 target = Some(match words.get(i + 1)?.as_str() {
@@ -324,9 +322,13 @@ pub struct NftRuleInfo {
     pub comment: String,
 }
 
-/// `nft -j list table inet T`: the rules with their handles and comments.
-pub fn nft_table_rules(obs: &mut dyn Observer, table: &str) -> Result<Option<Vec<NftRuleInfo>>, CniError> {
-    let q = Query::new(&Netns::Host, &["nft", "-j", "list", "table", "inet", table]);
+/// `nft -j list table FAMILY T`: the rules with their handles and comments.
+pub fn nft_table_rules(obs: &mut dyn Observer, table: &NftTable) -> Result<Option<Vec<NftRuleInfo>>, CniError> {
+    let fam = match table.family {
+        NftFamily::Inet => "inet",
+        NftFamily::Bridge => "bridge",
+    };
+    let q = Query::new(&Netns::Host, &["nft", "-j", "list", "table", fam, &table.name]);
     let Some(out) = obs.query(&q)? else { return Ok(None) };
     let v: serde_json::Value = serde_json::from_str(&out)
         .map_err(|e| CniError::new(code::COMMAND_FAILED, format!("{}: {e}", q.key())))?;

@@ -11,6 +11,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::{Executor, FailureKind, ProcessError, StepError, log, observe};
+use crate::plan::firewall::{FirewallOp, NftOp};
 use crate::plan::{Netns, Op, Step, Tool, shell_quote};
 
 #[derive(Debug, Default)]
@@ -112,7 +113,9 @@ impl RealExecutor {
                     let line = failed_batch_line(&e.stderr).unwrap_or(1).clamp(1, batch.len());
                     let failed = &batch[line - 1];
                     let kind = FailureKind::classify(&e.stderr);
-                    let error = ProcessError { cmdline: failed.rendered().to_shell(), ..e };
+                    // The batch's own "Command failed -:N" line is replaced by the step's command line.
+                    let stderr = e.stderr.lines().filter(|l| !l.starts_with("Command failed")).collect::<Vec<_>>().join("\n");
+                    let error = ProcessError { cmdline: failed.rendered().to_shell(), stderr, ..e };
                     if !kind.tolerated_by(failed.tolerate) {
                         return Err(StepError { step: start + line - 1, error });
                     }
@@ -134,11 +137,47 @@ impl RealExecutor {
                 self.processes += 1;
                 wait_dad(&step.ns, dev, &r.to_shell())
             }
+            (Op::Firewall(FirewallOp::Nft { ops }), _)
+                if ops.iter().any(|o| matches!(o, NftOp::DeleteRulesByComment { .. })) =>
+            {
+                let resolved = self.resolve_nft_purges(ops)?;
+                if resolved.is_empty() {
+                    return Ok(());
+                }
+                let op = Op::Firewall(FirewallOp::Nft { ops: resolved });
+                let r = crate::plan::render(&step.ns, &op);
+                self.processes += 1;
+                run_process(&r.argv(), r.stdin.as_deref()).map(|_| ())
+            }
             _ => {
                 self.processes += 1;
                 run_process(&r.argv(), r.stdin.as_deref()).map(|_| ())
             }
         }
+    }
+}
+
+impl RealExecutor {
+    /// Turns DeleteRulesByComment into DeleteRule ops for the rules there now.
+    fn resolve_nft_purges(&mut self, ops: &[NftOp]) -> Result<Vec<NftOp>, ProcessError> {
+        let mut out = Vec::new();
+        for op in ops {
+            let NftOp::DeleteRulesByComment { table, chain, prefix } = op else {
+                out.push(op.clone());
+                continue;
+            };
+            let mut obs = observe::RealObserver::default();
+            let rules = observe::nft_table_rules(&mut obs, table).map_err(|e| ProcessError {
+                cmdline: format!("nft -j list table {table}"),
+                status: None,
+                stderr: e.msg,
+            })?;
+            self.processes += obs.processes;
+            out.extend(rules.unwrap_or_default().into_iter().filter(|r| &r.chain == chain && r.comment.starts_with(prefix.as_str())).map(
+                |r| NftOp::DeleteRule { table: table.clone(), chain: chain.clone(), handle: r.handle },
+            ));
+        }
+        Ok(out)
     }
 }
 

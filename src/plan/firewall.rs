@@ -57,25 +57,74 @@ pub enum IptLine {
     DeleteChain { chain: String },
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NftFamily {
+    Inet,
+    Bridge,
+}
+
+/// An nft table: family and name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NftTable {
+    pub family: NftFamily,
+    pub name: String,
+}
+
+impl NftTable {
+    pub fn inet(name: &str) -> NftTable {
+        NftTable { family: NftFamily::Inet, name: name.to_string() }
+    }
+    pub fn bridge(name: &str) -> NftTable {
+        NftTable { family: NftFamily::Bridge, name: name.to_string() }
+    }
+}
+
+impl std::fmt::Display for NftTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let fam = match self.family {
+            NftFamily::Inet => "inet",
+            NftFamily::Bridge => "bridge",
+        };
+        write!(f, "{fam} {}", self.name)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BaseChain {
+    /// `type nat hook postrouting priority srcnat`
+    NatPostrouting,
+    /// `type filter hook prerouting priority -300; policy accept` (bridge family)
+    BridgeFilterPrerouting,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "rule", rename_all = "snake_case")]
 pub enum NftRule {
     DaddrReturn { daddr: IpNetwork },
     Goto { chain: String },
+    Jump { chain: String },
+    IifnameJump { iifname: String, chain: String },
     /// `ip saddr A ip daddr != NET masquerade`
     Masquerade { saddr: IpAddr, daddr_not: IpNetwork },
+    EtherSaddrReturn { mac: String },
+    Drop,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "nft", rename_all = "snake_case")]
 pub enum NftOp {
-    AddTable { table: String },
-    /// A regular chain, or a nat/postrouting base chain when `nat_postrouting`.
-    AddChain { table: String, chain: String, nat_postrouting: bool },
-    FlushChain { table: String, chain: String },
-    AddRule { table: String, chain: String, rule: NftRule, comment: Option<String> },
-    DeleteRule { table: String, chain: String, handle: u64 },
-    DeleteTable { table: String },
+    AddTable { table: NftTable },
+    AddChain { table: NftTable, chain: String, base: Option<BaseChain> },
+    FlushChain { table: NftTable, chain: String },
+    DeleteChain { table: NftTable, chain: String },
+    AddRule { table: NftTable, chain: String, rule: NftRule, comment: Option<String> },
+    DeleteRule { table: NftTable, chain: String, handle: u64 },
+    /// Deletes the rules of a chain whose comment starts with `prefix`. nft deletes rules
+    /// only by handle, so the executor lists the chain and turns this into DeleteRule
+    /// ops just before running; planners that can observe emit DeleteRule directly.
+    DeleteRulesByComment { table: NftTable, chain: String, prefix: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -167,28 +216,32 @@ impl FirewallOp {
             FirewallOp::Nft { ops } => {
                 for op in ops {
                     let _ = match op {
-                        NftOp::AddTable { table } => writeln!(s, "add table inet {table}"),
-                        NftOp::AddChain { table, chain, nat_postrouting: false } => {
-                            writeln!(s, "add chain inet {table} {chain}")
-                        }
-                        NftOp::AddChain { table, chain, nat_postrouting: true } => writeln!(
+                        NftOp::AddTable { table } => writeln!(s, "add table {table}"),
+                        NftOp::AddChain { table, chain, base: None } => writeln!(s, "add chain {table} {chain}"),
+                        NftOp::AddChain { table, chain, base: Some(BaseChain::NatPostrouting) } => writeln!(
                             s,
-                            "add chain inet {table} {chain} {{ type nat hook postrouting priority srcnat ; }}"
+                            "add chain {table} {chain} {{ type nat hook postrouting priority srcnat ; }}"
                         ),
-                        NftOp::FlushChain { table, chain } => {
-                            writeln!(s, "flush chain inet {table} {chain}")
-                        }
+                        NftOp::AddChain { table, chain, base: Some(BaseChain::BridgeFilterPrerouting) } => writeln!(
+                            s,
+                            "add chain {table} {chain} {{ type filter hook prerouting priority -300 ; policy accept ; }}"
+                        ),
+                        NftOp::FlushChain { table, chain } => writeln!(s, "flush chain {table} {chain}"),
+                        NftOp::DeleteChain { table, chain } => writeln!(s, "delete chain {table} {chain}"),
                         NftOp::AddRule { table, chain, rule, comment } => {
-                            let _ = write!(s, "add rule inet {table} {chain} {}", nft_rule(rule));
+                            let _ = write!(s, "add rule {table} {chain} {}", nft_rule(rule));
                             if let Some(c) = comment {
                                 let _ = write!(s, " comment {}", quote_comment(c));
                             }
                             writeln!(s)
                         }
                         NftOp::DeleteRule { table, chain, handle } => {
-                            writeln!(s, "delete rule inet {table} {chain} handle {handle}")
+                            writeln!(s, "delete rule {table} {chain} handle {handle}")
                         }
-                        NftOp::DeleteTable { table } => writeln!(s, "delete table inet {table}"),
+                        NftOp::DeleteRulesByComment { table, chain, prefix } => writeln!(
+                            s,
+                            "# delete each rule of {table} {chain} whose comment starts with {prefix}"
+                        ),
                     };
                 }
             }
@@ -207,6 +260,10 @@ fn nft_rule(rule: &NftRule) -> String {
             format!("{} daddr {} return", nft_family(&daddr.ip()), host_or_net(daddr))
         }
         NftRule::Goto { chain } => format!("goto {chain}"),
+        NftRule::Jump { chain } => format!("jump {chain}"),
+        NftRule::IifnameJump { iifname, chain } => format!("iifname {} jump {chain}", quote_comment(iifname)),
+        NftRule::EtherSaddrReturn { mac } => format!("ether saddr {mac} return"),
+        NftRule::Drop => "drop".to_string(),
         NftRule::Masquerade { saddr, daddr_not } => format!(
             "{f} saddr {saddr} {f} daddr != {} masquerade",
             host_or_net(daddr_not),
@@ -248,7 +305,7 @@ mod tests {
     fn nft_masquerade_rule_renders_family_keywords() {
         let op = FirewallOp::Nft {
             ops: vec![NftOp::AddRule {
-                table: "t".into(),
+                table: NftTable::inet("t"),
                 chain: "c".into(),
                 rule: NftRule::Masquerade {
                     saddr: "fd00::5".parse().unwrap(),

@@ -202,19 +202,18 @@ pub fn render(ns: &Netns, op: &Op) -> Rendered {
             (Tool::Ip, "ip", s(&["addr", "del", &addr.to_string(), "dev", dev]), None)
         }
         Op::RouteAdd { mode, route } => {
-            let fam = if route.dst.is_ipv4() { "-4" } else { "-6" };
+            // No -4/-6: batch lines take no global options; the family follows from dst.
             let verb = match mode {
                 RouteMode::Add => "add",
                 RouteMode::Prepend => "prepend",
                 RouteMode::Replace => "replace",
             };
-            let mut a = s(&[fam, "route", verb]);
+            let mut a = s(&["route", verb]);
             route_args(route, &mut a);
             (Tool::Ip, "ip", a, None)
         }
         Op::RouteDel { route } => {
-            let fam = if route.dst.is_ipv4() { "-4" } else { "-6" };
-            let mut a = s(&[fam, "route", "del"]);
+            let mut a = s(&["route", "del"]);
             route_args(route, &mut a);
             (Tool::Ip, "ip", a, None)
         }

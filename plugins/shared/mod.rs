@@ -1,0 +1,4 @@
+//! Planning pieces shared by several plugins.
+
+pub mod iface;
+pub mod masq;
