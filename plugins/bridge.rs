@@ -100,9 +100,14 @@ impl BridgeConf {
             match (t.id, t.min_id, t.max_id) {
                 (Some(id), None, None) => trunk.push(vlan_id(id, &format!("vlanTrunk[{i}].id"))?),
                 (None, Some(lo), Some(hi)) => {
-                    let (lo, hi) = (vlan_id(lo, &format!("vlanTrunk[{i}].minID"))?, vlan_id(hi, &format!("vlanTrunk[{i}].maxID"))?);
+                    let (lo, hi) = (
+                        vlan_id(lo, &format!("vlanTrunk[{i}].minID"))?,
+                        vlan_id(hi, &format!("vlanTrunk[{i}].maxID"))?,
+                    );
                     if lo > hi {
-                        return Err(CniError::config(format!("bridge: vlanTrunk[{i}]: minID {lo} is above maxID {hi}")));
+                        return Err(CniError::config(format!(
+                            "bridge: vlanTrunk[{i}]: minID {lo} is above maxID {hi}"
+                        )));
                     }
                     trunk.extend(lo..=hi);
                 }
@@ -190,7 +195,11 @@ fn attachment(conf: &BridgeConf, network: &str, id: &str, ifname: &str, state: &
     Names {
         host_mac: names::mac(&format!("host\0{host_veth}")),
         container_mac: conf.mac.clone().unwrap_or_else(|| names::mac(&format!("container\0{network}\0{id}\0{ifname}"))),
-        bridge_mac: state.bridge.as_ref().map(|b| b.address.clone()).unwrap_or_else(|| names::mac(&format!("bridge\0{}", conf.bridge))),
+        bridge_mac: state
+            .bridge
+            .as_ref()
+            .map(|b| b.address.clone())
+            .unwrap_or_else(|| names::mac(&format!("bridge\0{}", conf.bridge))),
         host_veth,
     }
 }
@@ -352,7 +361,11 @@ pub fn plan_add(
     if conf.hairpin || conf.port_isolation {
         plan.push(
             &host,
-            Op::BridgePort(BridgePort { dev: att.host_veth.clone(), hairpin: conf.hairpin, isolated: conf.port_isolation }),
+            Op::BridgePort(BridgePort {
+                dev: att.host_veth.clone(),
+                hairpin: conf.hairpin,
+                isolated: conf.port_isolation,
+            }),
         );
     }
     plan.push(&host, Op::LinkSet(LinkSet::up(&att.host_veth)));
@@ -361,7 +374,10 @@ pub fn plan_add(
             plan.push(&host, Op::BridgeVlanDel { dev: att.host_veth.clone(), vid: 1 });
         }
         if conf.vlan != 0 {
-            plan.push(&host, Op::BridgeVlanAdd { dev: att.host_veth.clone(), vid: conf.vlan, pvid: true, untagged: true });
+            plan.push(
+                &host,
+                Op::BridgeVlanAdd { dev: att.host_veth.clone(), vid: conf.vlan, pvid: true, untagged: true },
+            );
         }
         for vid in &conf.trunk {
             plan.push(&host, Op::BridgeVlanAdd { dev: att.host_veth.clone(), vid: *vid, pvid: false, untagged: false });
@@ -402,13 +418,15 @@ pub fn plan_add(
         for ip in &mut result.ips {
             ip.interface = Some(2);
             if conf.is_gateway && ip.gateway.is_none() {
-                let first = first_host(&ip.address)
-                    .ok_or_else(|| CniError::config(format!("bridge: subnet of {} has no room for a gateway", ip.address)))?;
+                let first = first_host(&ip.address).ok_or_else(|| {
+                    CniError::config(format!("bridge: subnet of {} has no room for a gateway", ip.address))
+                })?;
                 ip.gateway = Some(first);
             }
             if conf.is_gateway {
                 let gw = ip.gateway.expect("set above");
-                let net = IpNetwork::new(gw, ip.address.prefix()).map_err(|e| CniError::config(format!("bridge: gateway {gw}: {e}")))?;
+                let net = IpNetwork::new(gw, ip.address.prefix())
+                    .map_err(|e| CniError::config(format!("bridge: gateway {gw}: {e}")))?;
                 if !gateways.contains(&net) {
                     gateways.push(net);
                 }
@@ -416,7 +434,8 @@ pub fn plan_add(
         }
         if conf.is_default_gateway {
             for v4 in [true, false] {
-                let has_default = result.routes.iter().any(|r| r.is_default() && r.dst.is_ipv4() == v4 && r.gw.is_some());
+                let has_default =
+                    result.routes.iter().any(|r| r.is_default() && r.dst.is_ipv4() == v4 && r.gw.is_some());
                 let gw = result.ips.iter().filter(|ip| ip.address.is_ipv4() == v4).find_map(|ip| ip.gateway);
                 if let (false, Some(gw)) = (has_default, gw) {
                     let dst = if v4 { "0.0.0.0/0" } else { "::/0" };
@@ -424,8 +443,6 @@ pub fn plan_add(
                 }
             }
         }
-        iface::plan_dad_and_arp(&mut plan, &ctr, ifname, conf.enabledad);
-        iface::plan_configure(&mut plan, &ctr, ifname, 2, &result, conf.enabledad)?;
         if conf.is_gateway {
             let dev = conf.gateway_dev()?;
             if conf.vlan != 0 && state.vlan_gateway.is_none() {
@@ -453,6 +470,9 @@ pub fn plan_add(
                 sysctl_host(&mut plan, Sysctl::new(&["net", "ipv6", "conf", "all", "forwarding"], "1"));
             }
         }
+        // Container side after every host step, so the host side is one `ip -batch`.
+        iface::plan_dad_and_arp(&mut plan, &ctr, ifname, conf.enabledad);
+        iface::plan_configure(&mut plan, &ctr, ifname, 2, &result, conf.enabledad)?;
         if let Some(backend) = masq_backend {
             let addrs: Vec<IpNetwork> = result.ips.iter().map(|ip| ip.address).collect();
             masq::plan_setup(&mut plan, backend, network, id, ifname, &addrs);
@@ -535,13 +555,16 @@ impl Plugin for Bridge {
         let network = cx.conf.require_name()?.to_string();
         let mut plan = Plan::new();
         if let NetnsState::Present(p) = &cx.netns {
-            plan.push(&Netns::Container(p.clone()), Op::LinkDel { dev: cx.env.ifname.clone() }).tolerate(Tolerate::Missing);
-        }
-        // The host end dies with its peer; deleting it by name covers a netns that is gone
-        // while the veth lingers (a runtime that removed the netns file only).
-        let host_veth = names::host_veth(&network, &cx.env.container_id, &cx.env.ifname);
-        if observe::link_addrs(cx.obs, &Netns::Host, &host_veth)?.is_some() {
-            plan.push(&Netns::Host, Op::LinkDel { dev: host_veth }).tolerate(Tolerate::Missing);
+            // Deleting the container end removes the host end with it.
+            plan.push(&Netns::Container(p.clone()), Op::LinkDel { dev: cx.env.ifname.clone() })
+                .tolerate(Tolerate::Missing);
+        } else {
+            // No netns to enter: the host end may linger (a runtime that removed the netns
+            // file while the namespace lives on), so remove it by its derived name.
+            let host_veth = names::host_veth(&network, &cx.env.container_id, &cx.env.ifname);
+            if observe::link_addrs(cx.obs, &Netns::Host, &host_veth)?.is_some() {
+                plan.push(&Netns::Host, Op::LinkDel { dev: host_veth }).tolerate(Tolerate::Missing);
+            }
         }
         if conf.macspoofchk {
             plan.push(&Netns::Host, macspoof_teardown(&cx.env.container_id, &cx.env.ifname)).tolerate(Tolerate::Any);
@@ -585,7 +608,10 @@ impl Plugin for Bridge {
             && !want.mac.is_empty()
             && !want.mac.eq_ignore_ascii_case(&br.address)
         {
-            return Err(CniError::check(format!("bridge {} has MAC {}, expected {}", conf.bridge, br.address, want.mac)));
+            return Err(CniError::check(format!(
+                "bridge {} has MAC {}, expected {}",
+                conf.bridge, br.address, want.mac
+            )));
         }
         if conf.promisc && br.promiscuity == 0 {
             return Err(CniError::check(format!("bridge {} is not promiscuous", conf.bridge)));
@@ -594,10 +620,17 @@ impl Plugin for Bridge {
         let link = observe::link_addrs(cx.obs, &ctr, &cx.env.ifname)?
             .ok_or_else(|| CniError::check(format!("container interface {} is missing", cx.env.ifname)))?;
         if link.kind() != "veth" {
-            return Err(CniError::check(format!("container interface {} is a {:?}, not a veth", link.ifname, link.kind())));
+            return Err(CniError::check(format!(
+                "container interface {} is a {:?}, not a veth",
+                link.ifname,
+                link.kind()
+            )));
         }
         if !ctr_if.mac.is_empty() && !ctr_if.mac.eq_ignore_ascii_case(&link.address) {
-            return Err(CniError::check(format!("container interface {} has MAC {}, expected {}", link.ifname, link.address, ctr_if.mac)));
+            return Err(CniError::check(format!(
+                "container interface {} has MAC {}, expected {}",
+                link.ifname, link.address, ctr_if.mac
+            )));
         }
         let ports = observe::bridge_ports(cx.obs, &Netns::Host, &conf.bridge)?;
         let peer = link.link_index;
@@ -654,7 +687,9 @@ impl Plugin for Bridge {
         match errors.len() {
             0 => Ok(()),
             1 => Err(errors.remove(0)),
-            _ => Err(CniError::new(errors[0].code, errors.iter().map(|e| e.msg.clone()).collect::<Vec<_>>().join("; "))),
+            _ => {
+                Err(CniError::new(errors[0].code, errors.iter().map(|e| e.msg.clone()).collect::<Vec<_>>().join("; ")))
+            }
         }
     }
 }

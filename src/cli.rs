@@ -49,8 +49,8 @@ pub fn parse(argv: &[String], dry_env: Option<&str>) -> Result<Invocation, Strin
     } else {
         (argv0, &argv[1..])
     };
-    let plugin = crate::plugins::lookup(name)
-        .ok_or_else(|| format!("unknown plugin {name:?} (plugins: {})", plugin_names()))?;
+    let plugin =
+        crate::plugins::lookup(name).ok_or_else(|| format!("unknown plugin {name:?} (plugins: {})", plugin_names()))?;
     let mut mode = Mode::from_flag(dry_env)?;
     for arg in rest {
         mode = match arg.as_str() {
@@ -94,7 +94,11 @@ pub fn main() -> i32 {
             2
         }
         Ok(Invocation::Help) => {
-            eprintln!("ipcni {}: CNI plugins that plan iproute2 steps\n{USAGE}\nplugins: {}", env!("CARGO_PKG_VERSION"), plugin_names());
+            eprintln!(
+                "ipcni {}: CNI plugins that plan iproute2 steps\n{USAGE}\nplugins: {}",
+                env!("CARGO_PKG_VERSION"),
+                plugin_names()
+            );
             0
         }
         Ok(Invocation::Version) => {
@@ -112,9 +116,8 @@ pub fn main() -> i32 {
             }
         },
         Ok(Invocation::Plugin { plugin, mode }) => {
-            let vars: BTreeMap<String, String> = std::env::vars_os()
-                .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
-                .collect();
+            let vars: BTreeMap<String, String> =
+                std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?))).collect();
             let out = skel::run(plugin, &vars, &mut std::io::stdin().lock(), mode);
             use std::io::Write;
             let _ = std::io::stderr().write_all(out.stderr.as_bytes());

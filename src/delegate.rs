@@ -86,9 +86,9 @@ impl Delegator {
             let mut stdin = child.stdin.take().expect("piped");
             let _ = stdin.write_all(&conf.bytes);
         }
-        let out = child
-            .wait_with_output()
-            .map_err(|e| CniError::new(code::DELEGATE_FAILED, format!("waiting for IPAM plugin {}: {e}", bin.display())))?;
+        let out = child.wait_with_output().map_err(|e| {
+            CniError::new(code::DELEGATE_FAILED, format!("waiting for IPAM plugin {}: {e}", bin.display()))
+        })?;
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
         if out.status.success() {
             return Ok(stdout);

@@ -118,10 +118,7 @@ pub struct Outcome {
 
 fn version_json(plugin: &dyn Plugin) -> String {
     let list: Vec<&str> = plugin.versions().iter().map(|v| v.as_str()).collect();
-    format!(
-        "{}\n",
-        serde_json::json!({"cniVersion": Version::LATEST.as_str(), "supportedVersions": list})
-    )
+    format!("{}\n", serde_json::json!({"cniVersion": Version::LATEST.as_str(), "supportedVersions": list}))
 }
 
 const NSFS_MAGIC: i64 = 0x6e73_6673;
@@ -159,8 +156,8 @@ fn inspect_netns(path: &Path, allow_own: bool) -> Result<NetnsState, CniError> {
         return Err(CniError::invalid_env(format!("CNI_NETNS {} is not a network namespace", path.display())));
     }
     if !allow_own {
-        let own = std::fs::metadata("/proc/self/ns/net")
-            .map_err(|e| CniError::io(format!("/proc/self/ns/net: {e}")))?;
+        let own =
+            std::fs::metadata("/proc/self/ns/net").map_err(|e| CniError::io(format!("/proc/self/ns/net: {e}")))?;
         let target = file.metadata().map_err(|e| CniError::io(format!("CNI_NETNS {}: {e}", path.display())))?;
         if own.dev() == target.dev() && own.ino() == target.ino() {
             return Err(CniError::new(
@@ -213,7 +210,12 @@ pub fn run(plugin: &dyn Plugin, vars: &BTreeMap<String, String>, stdin: &mut dyn
     }
 }
 
-fn run_inner(plugin: &dyn Plugin, vars: &BTreeMap<String, String>, stdin: &mut dyn std::io::Read, mode: Mode) -> Outcome {
+fn run_inner(
+    plugin: &dyn Plugin,
+    vars: &BTreeMap<String, String>,
+    stdin: &mut dyn std::io::Read,
+    mode: Mode,
+) -> Outcome {
     let fail = |e: CniError, version: Option<Version>| Outcome {
         stdout: e.to_json(version.map(Version::as_str)) + "\n",
         stderr: String::new(),
@@ -225,11 +227,7 @@ fn run_inner(plugin: &dyn Plugin, vars: &BTreeMap<String, String>, stdin: &mut d
             let versions: Vec<&str> = plugin.versions().iter().map(|v| v.as_str()).collect();
             return Outcome {
                 stdout: String::new(),
-                stderr: format!(
-                    "{}\nCNI protocol versions supported: {}\n",
-                    plugin.about(),
-                    versions.join(", ")
-                ),
+                stderr: format!("{}\nCNI protocol versions supported: {}\n", plugin.about(), versions.join(", ")),
                 exit_code: 0,
             };
         }
@@ -248,9 +246,6 @@ fn run_inner(plugin: &dyn Plugin, vars: &BTreeMap<String, String>, stdin: &mut d
         Err(e) => return fail(e, None),
     };
     let version = Some(conf.version);
-    if let Err(e) = check_version_allows(plugin, &conf, env.command) {
-        return fail(e, version);
-    }
     let allow_own = matches!(vars.get("CNI_NETNS_OVERRIDE").map(String::as_str), Some("1" | "true"));
     let netns = match &env.netns {
         None => NetnsState::Unset,
@@ -276,11 +271,9 @@ fn run_inner(plugin: &dyn Plugin, vars: &BTreeMap<String, String>, stdin: &mut d
     }
     match (outcome, mode) {
         (Err(e), _) => fail(e, version),
-        (Ok(result), Mode::Real) => Outcome {
-            stdout: result.map(|r| r + "\n").unwrap_or_default(),
-            stderr: String::new(),
-            exit_code: 0,
-        },
+        (Ok(result), Mode::Real) => {
+            Outcome { stdout: result.map(|r| r + "\n").unwrap_or_default(), stderr: String::new(), exit_code: 0 }
+        }
         (Ok(result), Mode::DryRunText) => {
             let mut out = dry.plan.to_shell();
             if let Some(r) = result {
@@ -316,6 +309,7 @@ pub fn dispatch(
     exec: &mut dyn Executor,
     ipam: &mut dyn Ipam,
 ) -> Result<Option<String>, CniError> {
+    check_version_allows(plugin, conf, env.command)?;
     let mut cx = Cx { env, conf, netns, obs, exec, ipam };
     match env.command {
         Command::Add => {

@@ -13,9 +13,6 @@ pub fn ifname(name: &str) -> Result<(), String> {
     if name.is_empty() {
         return Err("interface name is empty".into());
     }
-    if name.len() > 15 {
-        return Err(format!("interface name {name:?} is longer than 15 bytes"));
-    }
     if name == "." || name == ".." {
         return Err(format!("interface name {name:?} is not allowed"));
     }
@@ -24,6 +21,9 @@ pub fn ifname(name: &str) -> Result<(), String> {
     }
     if let Some(c) = name.chars().find(|&c| c == '/' || c == ':' || is_unsafe_char(c)) {
         return Err(format!("interface name {name:?} contains {c:?}"));
+    }
+    if name.len() > 15 {
+        return Err(format!("interface name {name:?} is longer than 15 bytes"));
     }
     Ok(())
 }

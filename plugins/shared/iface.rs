@@ -26,7 +26,8 @@ pub fn route_spec(route: &Route, dev: &str, gws: (Option<IpAddr>, Option<IpAddr>
     spec.scope = match route.scope {
         None => None,
         Some(n) => Some(
-            RouteScope::from_number(n).ok_or_else(|| CniError::config(format!("route {}: scope {n} is not 0-255", route.dst)))?,
+            RouteScope::from_number(n)
+                .ok_or_else(|| CniError::config(format!("route {}: scope {n} is not 0-255", route.dst)))?,
         ),
     };
     Ok(spec)
@@ -34,7 +35,14 @@ pub fn route_spec(route: &Route, dev: &str, gws: (Option<IpAddr>, Option<IpAddr>
 
 /// Plans addresses, link up and routes for interface `idx` of `result`, named `dev`,
 /// in `ns`. Every IP must belong to `idx`.
-pub fn plan_configure(plan: &mut Plan, ns: &Netns, dev: &str, idx: usize, result: &CniResult, wait_dad: bool) -> Result<(), CniError> {
+pub fn plan_configure(
+    plan: &mut Plan,
+    ns: &Netns,
+    dev: &str,
+    idx: usize,
+    result: &CniResult,
+    wait_dad: bool,
+) -> Result<(), CniError> {
     if let Some(ip) = result.ips.iter().find(|ip| ip.interface != Some(idx)) {
         return Err(CniError::internal(format!("address {} is not for interface {dev}", ip.address)));
     }
@@ -78,10 +86,8 @@ pub fn check_configured(
     result: &CniResult,
 ) -> Result<(), CniError> {
     for ip in result.ips.iter().filter(|ip| ip.interface == Some(idx)) {
-        let present = link
-            .addr_info
-            .iter()
-            .any(|a| a.local == ip.address.ip().to_string() && a.prefixlen == ip.address.prefix());
+        let present =
+            link.addr_info.iter().any(|a| a.local == ip.address.ip().to_string() && a.prefixlen == ip.address.prefix());
         if !present {
             return Err(CniError::check(format!("address {} is missing from {}", ip.address, link.ifname)));
         }
@@ -89,10 +95,12 @@ pub fn check_configured(
     let gws = family_gateways(result, idx);
     for r in &result.routes {
         let table = if r.dst.is_ipv4() { routes_v4 } else { routes_v6 };
-        let want_dst = if r.dst.prefix() == 0 { "default".to_string() } else { format!("{}/{}", r.dst.network(), r.dst.prefix()) };
+        let want_dst =
+            if r.dst.prefix() == 0 { "default".to_string() } else { format!("{}/{}", r.dst.network(), r.dst.prefix()) };
         let want_gw = r.gw.or(if r.dst.is_ipv4() { gws.0 } else { gws.1 }).map(|g| g.to_string());
         let present = table.iter().any(|(dst, gw)| {
-            let dst_match = dst == &want_dst || dst == &r.dst.ip().to_string() && r.dst.prefix() == if r.dst.is_ipv4() { 32 } else { 128 };
+            let dst_match = dst == &want_dst
+                || dst == &r.dst.ip().to_string() && r.dst.prefix() == if r.dst.is_ipv4() { 32 } else { 128 };
             dst_match && (want_gw.is_none() || gw == &want_gw)
         });
         if r.table.is_none() && !present {

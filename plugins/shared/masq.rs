@@ -111,8 +111,7 @@ pub fn plan_setup(
             let chain = names::masq_chain(network, container_id);
             let comment = ipt_comment(network, container_id);
             for family in [Family::V4, Family::V6] {
-                let fam: Vec<IpNetwork> =
-                    addrs.iter().copied().filter(|a| Family::of(&a.ip()) == family).collect();
+                let fam: Vec<IpNetwork> = addrs.iter().copied().filter(|a| Family::of(&a.ip()) == family).collect();
                 if fam.is_empty() {
                     continue;
                 }
@@ -135,7 +134,11 @@ pub fn plan_setup(
             let mut ops = vec![
                 NftOp::AddTable { table: t.clone() },
                 NftOp::AddChain { table: t.clone(), chain: NFT_CHAIN.into(), base: None },
-                NftOp::AddChain { table: t.clone(), chain: NFT_POSTROUTING.into(), base: Some(BaseChain::NatPostrouting) },
+                NftOp::AddChain {
+                    table: t.clone(),
+                    chain: NFT_POSTROUTING.into(),
+                    base: Some(BaseChain::NatPostrouting),
+                },
                 NftOp::FlushChain { table: t.clone(), chain: NFT_POSTROUTING.into() },
             ];
             for fam in [Family::V4, Family::V6] {
@@ -184,15 +187,10 @@ fn lenient<T>(r: Result<Option<T>, CniError>, what: &str) -> Option<T> {
 pub fn plan_teardown(plan: &mut Plan, obs: &mut dyn Observer, network: &str, container_id: &str, ifname: &str) {
     let chain = names::masq_chain(network, container_id);
     for family in [Family::V4, Family::V6] {
-        let Some(rules) = lenient(observe::iptables_chain(obs, family, "nat", "POSTROUTING"), "iptables") else {
-            continue;
-        };
-        let jumps: Vec<IptRule> = rules
-            .into_iter()
-            .flatten()
-            .filter(|r| r.target == IptTarget::Jump(chain.clone()))
-            .collect();
-        let chain_exists = lenient(observe::iptables_chain(obs, family, "nat", &chain), "iptables").is_some();
+        let Some(table) = lenient(observe::iptables_table(obs, family, "nat"), "iptables") else { continue };
+        let jumps: Vec<IptRule> =
+            table.rules_of("POSTROUTING").filter(|r| r.target == IptTarget::Jump(chain.clone())).cloned().collect();
+        let chain_exists = table.has_chain(&chain);
         if jumps.is_empty() && !chain_exists {
             continue;
         }
@@ -222,11 +220,9 @@ pub fn plan_gc(plan: &mut Plan, obs: &mut dyn Observer, network: &str, valid: &[
     let valid_chains: Vec<String> = valid.iter().map(|a| names::masq_chain(network, &a.container_id)).collect();
     let net_comment_prefix = format!("name: \"{network}\" id: ");
     for family in [Family::V4, Family::V6] {
-        let Some(rules) = lenient(observe::iptables_chain(obs, family, "nat", "POSTROUTING"), "iptables") else {
-            continue;
-        };
+        let Some(table) = lenient(observe::iptables_table(obs, family, "nat"), "iptables") else { continue };
         let mut stale: Vec<(String, Vec<IptRule>)> = Vec::new();
-        for r in rules.into_iter().flatten() {
+        for r in table.rules_of("POSTROUTING") {
             let (IptTarget::Jump(chain), Some(c)) = (&r.target, &r.comment) else { continue };
             if !c.starts_with(&net_comment_prefix) || valid_chains.contains(chain) {
                 continue;
@@ -246,13 +242,23 @@ pub fn plan_gc(plan: &mut Plan, obs: &mut dyn Observer, network: &str, valid: &[
 }
 
 /// CHECK: the attachment's masquerading is in place in the chosen backend.
-pub fn check(obs: &mut dyn Observer, backend: Backend, network: &str, container_id: &str, ifname: &str) -> Result<(), CniError> {
+pub fn check(
+    obs: &mut dyn Observer,
+    backend: Backend,
+    network: &str,
+    container_id: &str,
+    ifname: &str,
+) -> Result<(), CniError> {
     match backend {
         Backend::Iptables => {
             let chain = names::masq_chain(network, container_id);
-            let v4 = observe::iptables_chain(obs, Family::V4, "nat", &chain)?;
-            let v6 = observe::iptables_chain(obs, Family::V6, "nat", &chain).unwrap_or(None);
-            if v4.is_none() && v6.is_none() {
+            let has = |t: Option<observe::IptTable>| {
+                t.is_some_and(|t| {
+                    t.has_chain(&chain) && t.rules_of("POSTROUTING").any(|r| r.target == IptTarget::Jump(chain.clone()))
+                })
+            };
+            let v4 = has(observe::iptables_table(obs, Family::V4, "nat")?);
+            if !v4 && !has(observe::iptables_table(obs, Family::V6, "nat").unwrap_or(None)) {
                 return Err(CniError::new(code::CHECK_MISMATCH, format!("ipMasq: iptables chain {chain} is missing")));
             }
         }
@@ -260,7 +266,10 @@ pub fn check(obs: &mut dyn Observer, backend: Backend, network: &str, container_
             let prefix = names::nft_instance_hash(network, ifname, container_id);
             let rules = observe::nft_table_rules(obs, &nft_table())?.unwrap_or_default();
             if !rules.iter().any(|r| r.comment.starts_with(&prefix)) {
-                return Err(CniError::new(code::CHECK_MISMATCH, format!("ipMasq: no nft rule in {} for {prefix}", nft_table())));
+                return Err(CniError::new(
+                    code::CHECK_MISMATCH,
+                    format!("ipMasq: no nft rule in {} for {prefix}", nft_table()),
+                ));
             }
         }
     }

@@ -21,8 +21,7 @@ impl HostLock {
     /// identifier (a bridge or network name).
     pub fn acquire(name: &str) -> Result<HostLock, CniError> {
         let dir = lock_dir();
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| CniError::io(format!("lock dir {}: {e}", dir.display())))?;
+        std::fs::create_dir_all(&dir).map_err(|e| CniError::io(format!("lock dir {}: {e}", dir.display())))?;
         let path = dir.join(format!("{name}.lock"));
         let file = OpenOptions::new()
             .create(true)

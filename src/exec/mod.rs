@@ -118,9 +118,7 @@ pub fn apply(exec: &mut dyn Executor, plan: &Plan) -> Result<(), CniError> {
 fn undo_steps(done: &[Step]) -> Vec<Step> {
     done.iter()
         .rev()
-        .filter_map(|s| {
-            s.undo.clone().map(|op| Step { ns: s.ns.clone(), op, tolerate: Tolerate::Any, undo: None })
-        })
+        .filter_map(|s| s.undo.clone().map(|op| Step { ns: s.ns.clone(), op, tolerate: Tolerate::Any, undo: None }))
         .collect()
 }
 

@@ -99,10 +99,7 @@ impl Observer for FixtureObserver {
     fn query(&mut self, q: &Query) -> Result<Option<String>, CniError> {
         let key = q.key();
         self.asked.push(key.clone());
-        self.answers
-            .get(&key)
-            .cloned()
-            .ok_or_else(|| CniError::internal(format!("fixture has no answer for `{key}`")))
+        self.answers.get(&key).cloned().ok_or_else(|| CniError::internal(format!("fixture has no answer for `{key}`")))
     }
 }
 
@@ -175,9 +172,8 @@ impl Link {
 }
 
 fn parse_links(out: &str, what: &str) -> Result<Vec<Link>, CniError> {
-    serde_json::from_str(out).map_err(|e| {
-        CniError::new(code::COMMAND_FAILED, format!("{what}: unexpected `ip -j` output: {e}"))
-    })
+    serde_json::from_str(out)
+        .map_err(|e| CniError::new(code::COMMAND_FAILED, format!("{what}: unexpected `ip -j` output: {e}")))
 }
 
 /// `ip -j -d addr show dev DEV`: the link with its addresses, or None if absent.
@@ -195,7 +191,12 @@ pub fn bridge_ports(obs: &mut dyn Observer, ns: &Netns, bridge: &str) -> Result<
 }
 
 /// `ip -j route show dev DEV` in one family, as (dst, gateway) pairs.
-pub fn routes(obs: &mut dyn Observer, ns: &Netns, dev: &str, v6: bool) -> Result<Vec<(String, Option<String>)>, CniError> {
+pub fn routes(
+    obs: &mut dyn Observer,
+    ns: &Netns,
+    dev: &str,
+    v6: bool,
+) -> Result<Vec<(String, Option<String>)>, CniError> {
     #[derive(Deserialize)]
     struct R {
         dst: String,
@@ -205,8 +206,8 @@ pub fn routes(obs: &mut dyn Observer, ns: &Netns, dev: &str, v6: bool) -> Result
     let fam = if v6 { "-6" } else { "-4" };
     let q = Query::new(ns, &["ip", "-j", fam, "route", "show", "dev", dev]);
     let Some(out) = obs.query(&q)? else { return Ok(Vec::new()) };
-    let rs: Vec<R> = serde_json::from_str(&out)
-        .map_err(|e| CniError::new(code::COMMAND_FAILED, format!("{}: {e}", q.key())))?;
+    let rs: Vec<R> =
+        serde_json::from_str(&out).map_err(|e| CniError::new(code::COMMAND_FAILED, format!("{}: {e}", q.key())))?;
     Ok(rs.into_iter().map(|r| (r.dst, r.gateway)).collect())
 }
 
@@ -225,24 +226,39 @@ pub fn operstate(ns: &Netns, dev: &str) -> Result<String, CniError> {
     }
 }
 
-/// `iptables -S CHAIN` of a table, parsed into the rules ipcni writes. Rules with
-/// options it does not write are returned as None entries so callers never delete a
-/// rule they did not understand.
-pub fn iptables_chain(
-    obs: &mut dyn Observer,
-    family: Family,
-    table: &str,
-    chain: &str,
-) -> Result<Option<Vec<Option<IptRule>>>, CniError> {
+/// One table of `iptables -S`: its user chains and its rules, parsed into the rules
+/// ipcni writes. A rule with options ipcni never writes is a None entry, so callers
+/// never delete a rule they did not understand.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IptTable {
+    pub chains: Vec<String>,
+    pub rules: Vec<(String, Option<IptRule>)>,
+}
+
+impl IptTable {
+    pub fn has_chain(&self, chain: &str) -> bool {
+        self.chains.iter().any(|c| c == chain)
+    }
+    pub fn rules_of<'a>(&'a self, chain: &'a str) -> impl Iterator<Item = &'a IptRule> + 'a {
+        self.rules.iter().filter(move |(c, _)| c == chain).filter_map(|(_, r)| r.as_ref())
+    }
+}
+
+/// `iptables -w -t TABLE -S` (one process for the whole table).
+pub fn iptables_table(obs: &mut dyn Observer, family: Family, table: &str) -> Result<Option<IptTable>, CniError> {
     let prog = if family == Family::V4 { "iptables" } else { "ip6tables" };
-    let q = Query::new(&Netns::Host, &[prog, "-w", "-t", table, "-S", chain]);
+    let q = Query::new(&Netns::Host, &[prog, "-w", "-t", table, "-S"]);
     let Some(out) = obs.query(&q)? else { return Ok(None) };
-    Ok(Some(
-        out.lines()
-            .filter_map(|l| l.strip_prefix(&format!("-A {chain} ")))
-            .map(parse_ipt_rule)
-            .collect(),
-    ))
+    let mut t = IptTable::default();
+    for line in out.lines() {
+        if let Some(chain) = line.strip_prefix("-N ") {
+            t.chains.push(chain.trim().to_string());
+        } else if let Some(rest) = line.strip_prefix("-A ") {
+            let (chain, spec) = rest.split_once(' ').unwrap_or((rest, ""));
+            t.rules.push((chain.to_string(), parse_ipt_rule(spec)));
+        }
+    }
+    Ok(Some(t))
 }
 
 /// Splits an `iptables -S` line into words, honouring its double quotes and escapes.
@@ -330,8 +346,8 @@ pub fn nft_table_rules(obs: &mut dyn Observer, table: &NftTable) -> Result<Optio
     };
     let q = Query::new(&Netns::Host, &["nft", "-j", "list", "table", fam, &table.name]);
     let Some(out) = obs.query(&q)? else { return Ok(None) };
-    let v: serde_json::Value = serde_json::from_str(&out)
-        .map_err(|e| CniError::new(code::COMMAND_FAILED, format!("{}: {e}", q.key())))?;
+    let v: serde_json::Value =
+        serde_json::from_str(&out).map_err(|e| CniError::new(code::COMMAND_FAILED, format!("{}: {e}", q.key())))?;
     let items = v.get("nftables").and_then(|n| n.as_array()).cloned().unwrap_or_default();
     Ok(Some(
         items

@@ -81,11 +81,7 @@ fn write_sysctl(ns: &Netns, path: &Path, value: &str) -> Result<(), String> {
                 // ends right after the write.
                 let rc = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
                 if rc != 0 {
-                    return Err(format!(
-                        "setns {}: {}",
-                        nspath.display(),
-                        std::io::Error::last_os_error()
-                    ));
+                    return Err(format!("setns {}: {}", nspath.display(), std::io::Error::last_os_error()));
                 }
                 write()
             })
@@ -103,8 +99,7 @@ impl RealExecutor {
             let program = if tool == Tool::Ip { "ip" } else { "bridge" };
             let mut argv = ns_prefix(&batch[0].ns);
             argv.extend([program.to_string(), "-batch".into(), "-".into()]);
-            let script: String =
-                batch.iter().map(|s| s.rendered().batch_line() + "\n").collect();
+            let script: String = batch.iter().map(|s| s.rendered().batch_line() + "\n").collect();
             self.processes += 1;
             match run_process(&argv, Some(&script)) {
                 Ok(_) => return Ok(()),
@@ -114,7 +109,8 @@ impl RealExecutor {
                     let failed = &batch[line - 1];
                     let kind = FailureKind::classify(&e.stderr);
                     // The batch's own "Command failed -:N" line is replaced by the step's command line.
-                    let stderr = e.stderr.lines().filter(|l| !l.starts_with("Command failed")).collect::<Vec<_>>().join("\n");
+                    let stderr =
+                        e.stderr.lines().filter(|l| !l.starts_with("Command failed")).collect::<Vec<_>>().join("\n");
                     let error = ProcessError { cmdline: failed.rendered().to_shell(), stderr, ..e };
                     if !kind.tolerated_by(failed.tolerate) {
                         return Err(StepError { step: start + line - 1, error });
@@ -129,8 +125,10 @@ impl RealExecutor {
     fn run_single(&mut self, step: &Step) -> Result<(), ProcessError> {
         let r = step.rendered();
         match (&step.op, r.tool) {
-            (Op::Sysctl(sc), _) => write_sysctl(&step.ns, &sc.proc_path(), &sc.value).map_err(|stderr| {
-                ProcessError { cmdline: r.to_shell(), status: None, stderr }
+            (Op::Sysctl(sc), _) => write_sysctl(&step.ns, &sc.proc_path(), &sc.value).map_err(|stderr| ProcessError {
+                cmdline: r.to_shell(),
+                status: None,
+                stderr,
             }),
             (Op::WaitOperUp { dev }, _) => wait_oper_up(&step.ns, dev, &r.to_shell()),
             (Op::WaitDad { dev }, _) => {
@@ -173,9 +171,13 @@ impl RealExecutor {
                 stderr: e.msg,
             })?;
             self.processes += obs.processes;
-            out.extend(rules.unwrap_or_default().into_iter().filter(|r| &r.chain == chain && r.comment.starts_with(prefix.as_str())).map(
-                |r| NftOp::DeleteRule { table: table.clone(), chain: chain.clone(), handle: r.handle },
-            ));
+            out.extend(
+                rules
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|r| &r.chain == chain && r.comment.starts_with(prefix.as_str()))
+                    .map(|r| NftOp::DeleteRule { table: table.clone(), chain: chain.clone(), handle: r.handle }),
+            );
         }
         Ok(out)
     }
@@ -201,8 +203,11 @@ fn wait_oper_up(ns: &Netns, dev: &str, cmdline: &str) -> Result<(), ProcessError
 fn wait_dad(ns: &Netns, dev: &str, cmdline: &str) -> Result<(), ProcessError> {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let link = observe::link_addrs(&mut observe::RealObserver::default(), ns, dev)
-            .map_err(|e| ProcessError { cmdline: cmdline.into(), status: None, stderr: e.msg })?;
+        let link = observe::link_addrs(&mut observe::RealObserver::default(), ns, dev).map_err(|e| ProcessError {
+            cmdline: cmdline.into(),
+            status: None,
+            stderr: e.msg,
+        })?;
         let Some(link) = link else {
             return Err(ProcessError { cmdline: cmdline.into(), status: None, stderr: format!("{dev} is gone") });
         };

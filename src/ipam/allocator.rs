@@ -33,22 +33,11 @@ struct Alloc<'a> {
 fn ip_config(ip: IpAddr, r: &Range) -> Result<IpConfig, CniError> {
     let address = IpNetwork::new(ip, r.prefix())
         .map_err(|e| CniError::internal(format!("host-local: {ip}/{}: {e}", r.prefix())))?;
-    Ok(IpConfig {
-        address,
-        gateway: Some(r.gateway),
-        interface: None,
-    })
+    Ok(IpConfig { address, gateway: Some(r.gateway), interface: None })
 }
 
 impl<'a> Alloc<'a> {
-    fn new(
-        dir: &'a Path,
-        walk: Walk,
-        id: &str,
-        ifname: &str,
-        tmp: Option<TmpFile>,
-        content: String,
-    ) -> Self {
+    fn new(dir: &'a Path, walk: Walk, id: &str, ifname: &str, tmp: Option<TmpFile>, content: String) -> Self {
         let mut alloc = Alloc {
             dir,
             live: HashSet::new(),
@@ -103,27 +92,16 @@ impl<'a> Alloc<'a> {
         }
     }
 
-    fn in_set(
-        &mut self,
-        idx: usize,
-        set: &RangeSet,
-        requested: Option<IpAddr>,
-    ) -> Result<IpConfig, CniError> {
+    fn in_set(&mut self, idx: usize, set: &RangeSet, requested: Option<IpAddr>) -> Result<IpConfig, CniError> {
         if let Some(ip) = requested {
             let r = set.range_for(ip).ok_or_else(|| {
-                CniError::internal(format!(
-                    "host-local: requested IP {ip} is not in range set {}",
-                    set.label
-                ))
+                CniError::internal(format!("host-local: requested IP {ip} is not in range set {}", set.label))
             })?;
             if !self.mine.contains(&ip) {
                 if !self.take(ip)? {
                     return Err(CniError::new(
                         code::POOL_EXHAUSTED,
-                        format!(
-                            "requested IP address {ip} is not available in range set {set} ({})",
-                            set.label
-                        ),
+                        format!("requested IP address {ip} is not available in range set {set} ({})", set.label),
                     ));
                 }
                 self.note_last(idx, ip);
@@ -131,11 +109,7 @@ impl<'a> Alloc<'a> {
             return ip_config(ip, r);
         }
         // A second ADD for the same attachment gets the address it already holds.
-        if let Some((ip, r)) = self
-            .mine
-            .iter()
-            .find_map(|&ip| Some((ip, set.range_for(ip)?)))
-        {
+        if let Some((ip, r)) = self.mine.iter().find_map(|&ip| Some((ip, set.range_for(ip)?))) {
             return ip_config(ip, r);
         }
         let last = store::last_reserved(self.dir, idx);
@@ -144,10 +118,7 @@ impl<'a> Alloc<'a> {
                 self.note_last(idx, ip);
                 ip_config(ip, r)
             }
-            None => Err(CniError::new(
-                code::POOL_EXHAUSTED,
-                format!("no IP addresses available in range set: {set}"),
-            )),
+            None => Err(CniError::new(code::POOL_EXHAUSTED, format!("no IP addresses available in range set: {set}"))),
         }
     }
 
@@ -168,31 +139,17 @@ impl<'a> Alloc<'a> {
 /// With `dry_run` the address that would be given is computed, but nothing is written
 /// (no reservation, no `last_reserved_ip`, no directory); the lock is taken if the
 /// directory exists.
-pub fn allocate(
-    hl: &HostLocal,
-    container_id: &str,
-    ifname: &str,
-    dry_run: bool,
-) -> Result<CniResult, CniError> {
-    validate::container_id(container_id)
-        .map_err(|e| CniError::invalid_env(format!("CNI_CONTAINERID: {e}")))?;
+pub fn allocate(hl: &HostLocal, container_id: &str, ifname: &str, dry_run: bool) -> Result<CniResult, CniError> {
+    validate::container_id(container_id).map_err(|e| CniError::invalid_env(format!("CNI_CONTAINERID: {e}")))?;
     validate::ifname(ifname).map_err(|e| CniError::invalid_env(format!("CNI_IFNAME: {e}")))?;
     let dir = hl.store.path();
     let exists = dir.is_dir();
     if !exists && !dry_run {
         store::create_dir(dir)?;
     }
-    let _lock = if exists || !dry_run {
-        Some(store::lock(dir)?)
-    } else {
-        None
-    };
+    let _lock = if exists || !dry_run { Some(store::lock(dir)?) } else { None };
     let content = store::content(container_id, ifname);
-    let tmp = if dry_run {
-        None
-    } else {
-        Some(TmpFile::create(dir, content.as_bytes(), true)?)
-    };
+    let tmp = if dry_run { None } else { Some(TmpFile::create(dir, content.as_bytes(), true)?) };
     let mut alloc = Alloc::new(dir, store::walk(dir)?, container_id, ifname, tmp, content);
     let mut ips = Vec::with_capacity(hl.range_sets.len());
     for (idx, set) in hl.range_sets.iter().enumerate() {
@@ -205,12 +162,7 @@ pub fn allocate(
             }
         }
     }
-    Ok(CniResult {
-        interfaces: Vec::new(),
-        ips,
-        routes: hl.routes.clone(),
-        dns: hl.dns.clone(),
-    })
+    Ok(CniResult { interfaces: Vec::new(), ips, routes: hl.routes.clone(), dns: hl.dns.clone() })
 }
 
 fn not_available(msg: String) -> CniError {
@@ -224,25 +176,15 @@ fn check_writable(dir: &Path) -> Result<(), CniError> {
         return Ok(());
     };
     if !existing.is_dir() {
-        return Err(not_available(format!(
-            "host-local: {} is not a directory",
-            existing.display()
-        )));
+        return Err(not_available(format!("host-local: {} is not a directory", existing.display())));
     }
-    let c = CString::new(existing.as_os_str().as_bytes()).map_err(|_| {
-        not_available(format!(
-            "host-local: {} contains a NUL byte",
-            existing.display()
-        ))
-    })?;
+    let c = CString::new(existing.as_os_str().as_bytes())
+        .map_err(|_| not_available(format!("host-local: {} contains a NUL byte", existing.display())))?;
     // SAFETY: `c` is a valid NUL-terminated string that outlives the call.
     let rc = unsafe { libc::access(c.as_ptr(), libc::W_OK | libc::X_OK) };
     if rc != 0 {
         let e = std::io::Error::last_os_error();
-        return Err(not_available(format!(
-            "host-local: data dir {} is not writable: {e}",
-            existing.display()
-        )));
+        return Err(not_available(format!("host-local: data dir {} is not writable: {e}", existing.display())));
     }
     Ok(())
 }

@@ -17,17 +17,9 @@ pub fn release(store: &StoreDir, container_id: &str, ifname: &str) -> Result<(),
     let _lock = store::lock(dir)?;
     let walk = store::walk(dir)?;
     let id = container_id.trim();
-    let mut matched: Vec<_> = walk
-        .reservations
-        .iter()
-        .filter(|r| r.owner.is(id, ifname))
-        .collect();
+    let mut matched: Vec<_> = walk.reservations.iter().filter(|r| r.owner.is(id, ifname)).collect();
     if matched.is_empty() {
-        matched = walk
-            .reservations
-            .iter()
-            .filter(|r| r.owner.is_legacy(id))
-            .collect();
+        matched = walk.reservations.iter().filter(|r| r.owner.is_legacy(id)).collect();
     }
     for r in matched {
         store::remove(dir, &r.name)?;
@@ -41,11 +33,7 @@ pub fn check(store: &StoreDir, container_id: &str, ifname: &str) -> Result<(), C
     let dir = store.path();
     let walk = store::walk(dir)?;
     let id = container_id.trim();
-    if walk
-        .reservations
-        .iter()
-        .any(|r| r.owner.is(id, ifname) || r.owner.is_legacy(id))
-    {
+    if walk.reservations.iter().any(|r| r.owner.is(id, ifname) || r.owner.is_legacy(id)) {
         return Ok(());
     }
     Err(CniError::check(format!(
@@ -66,10 +54,7 @@ pub fn gc(store: &StoreDir, valid: &[Attachment]) -> Result<(), CniError> {
     }
     let _lock = store::lock(dir)?;
     let walk = store::walk(dir)?;
-    let attachments: HashSet<(&str, &str)> = valid
-        .iter()
-        .map(|a| (a.container_id.trim(), a.ifname.as_str()))
-        .collect();
+    let attachments: HashSet<(&str, &str)> = valid.iter().map(|a| (a.container_id.trim(), a.ifname.as_str())).collect();
     let ids: HashSet<&str> = valid.iter().map(|a| a.container_id.trim()).collect();
     let mut first_err = None;
     let stale = walk.reservations.iter().filter(|r| match &r.owner {

@@ -69,20 +69,12 @@ fn config_err(msg: impl Into<String>) -> CniError {
 /// `obj[key]`, matched exactly, else case-insensitively; null counts as absent.
 fn get<'a>(obj: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
     obj.get(key)
-        .or_else(|| {
-            obj.iter()
-                .find(|(k, _)| k.eq_ignore_ascii_case(key))
-                .map(|(_, v)| v)
-        })
+        .or_else(|| obj.iter().find(|(k, _)| k.eq_ignore_ascii_case(key)).map(|(_, v)| v))
         .filter(|v| !v.is_null())
 }
 
 /// An optional string field; the empty string counts as absent (as Go's net.IP does).
-fn opt_str<'a>(
-    obj: &'a Map<String, Value>,
-    key: &str,
-    path: &str,
-) -> Result<Option<&'a str>, CniError> {
+fn opt_str<'a>(obj: &'a Map<String, Value>, key: &str, path: &str) -> Result<Option<&'a str>, CniError> {
     match get(obj, key) {
         None => Ok(None),
         Some(Value::String(s)) if s.is_empty() => Ok(None),
@@ -100,14 +92,10 @@ fn data_dir(ipam: Option<&Map<String, Value>>) -> Result<PathBuf, CniError> {
         return Ok(PathBuf::from(DEFAULT_DATA_DIR));
     };
     if dir.contains('\0') {
-        return Err(config_err(format!(
-            "ipam.dataDir: {dir:?} contains a NUL byte"
-        )));
+        return Err(config_err(format!("ipam.dataDir: {dir:?} contains a NUL byte")));
     }
     if !dir.starts_with('/') {
-        return Err(config_err(format!(
-            "ipam.dataDir: {dir:?} is not an absolute path"
-        )));
+        return Err(config_err(format!("ipam.dataDir: {dir:?} is not an absolute path")));
     }
     Ok(PathBuf::from(dir))
 }
@@ -117,24 +105,19 @@ pub(crate) fn parse_cidr(s: &str) -> Result<IpNetwork, String> {
     let Some((addr, prefix)) = s.split_once('/') else {
         return Err(format!("{s:?} is not in ADDRESS/PREFIX form"));
     };
-    let ip: IpAddr = addr
-        .parse()
-        .map_err(|_| format!("{addr:?} is not an IP address"))?;
+    let ip: IpAddr = addr.parse().map_err(|_| format!("{addr:?} is not an IP address"))?;
     let bits = family_bits(ip.is_ipv4());
     let prefix = match prefix.parse::<u8>() {
         Ok(p) if prefix.bytes().all(|b| b.is_ascii_digit()) && p <= bits => p,
         _ => {
-            return Err(format!(
-                "{s:?}: prefix {prefix:?} is not a number from 0 to {bits}"
-            ));
+            return Err(format!("{s:?}: prefix {prefix:?} is not a number from 0 to {bits}"));
         }
     };
     IpNetwork::new(ip, prefix).map_err(|e| format!("{s:?}: {e}"))
 }
 
 fn parse_ip(s: &str) -> Result<IpAddr, String> {
-    s.parse::<IpAddr>()
-        .map_err(|_| format!("{s:?} is not an IP address"))
+    s.parse::<IpAddr>().map_err(|_| format!("{s:?} is not an IP address"))
 }
 
 fn family_name(v4: bool) -> &'static str {
@@ -143,11 +126,8 @@ fn family_name(v4: bool) -> &'static str {
 
 /// One range object: validation and defaults of §2.2.
 fn parse_range(v: &Value, path: &str) -> Result<Range, CniError> {
-    let obj = v
-        .as_object()
-        .ok_or_else(|| config_err(format!("{path}: must be an object")))?;
-    let subnet = opt_str(obj, "subnet", path)?
-        .ok_or_else(|| config_err(format!("{path}.subnet: missing")))?;
+    let obj = v.as_object().ok_or_else(|| config_err(format!("{path}: must be an object")))?;
+    let subnet = opt_str(obj, "subnet", path)?.ok_or_else(|| config_err(format!("{path}.subnet: missing")))?;
     let subnet = parse_cidr(subnet).map_err(|e| config_err(format!("{path}.subnet: {e}")))?;
     let v4 = subnet.is_ipv4();
     let bits = family_bits(v4);
@@ -185,51 +165,34 @@ fn parse_range(v: &Value, path: &str) -> Result<Range, CniError> {
     let gateway = addr("gateway")?.unwrap_or(from_num(v4, net + 1));
     let range_start = match addr("rangeStart")? {
         Some(ip) if !in_subnet(ip) => {
-            return Err(config_err(format!(
-                "{path}.rangeStart: {ip} is not in subnet {subnet}"
-            )));
+            return Err(config_err(format!("{path}.rangeStart: {ip} is not in subnet {subnet}")));
         }
         Some(ip) => ip,
         None => from_num(v4, net + 1),
     };
     let range_end = match addr("rangeEnd")? {
         Some(ip) if !in_subnet(ip) => {
-            return Err(config_err(format!(
-                "{path}.rangeEnd: {ip} is not in subnet {subnet}"
-            )));
+            return Err(config_err(format!("{path}.rangeEnd: {ip} is not in subnet {subnet}")));
         }
         Some(ip) => ip,
         None if v4 => from_num(v4, last - 1),
         None => from_num(v4, last),
     };
     if to_num(range_start) > to_num(range_end) {
-        return Err(config_err(format!(
-            "{path}.rangeStart: {range_start} is after rangeEnd {range_end}"
-        )));
+        return Err(config_err(format!("{path}.rangeStart: {range_start} is after rangeEnd {range_end}")));
     }
-    Ok(Range {
-        subnet,
-        range_start,
-        range_end,
-        gateway,
-        path: path.to_string(),
-    })
+    Ok(Range { subnet, range_start, range_end, gateway, path: path.to_string() })
 }
 
 fn parse_range_set(v: &Value, label: &str) -> Result<RangeSet, CniError> {
-    let list = v
-        .as_array()
-        .ok_or_else(|| config_err(format!("{label}: must be a list of ranges")))?;
+    let list = v.as_array().ok_or_else(|| config_err(format!("{label}: must be a list of ranges")))?;
     if list.is_empty() {
         return Err(config_err(format!("{label}: empty range set")));
     }
     let mut ranges = Vec::with_capacity(list.len());
     for (i, r) in list.iter().enumerate() {
         let r = parse_range(r, &format!("{label}[{i}]"))?;
-        if let Some(first) = ranges
-            .first()
-            .filter(|f: &&Range| f.is_ipv4() != r.is_ipv4())
-        {
+        if let Some(first) = ranges.first().filter(|f: &&Range| f.is_ipv4() != r.is_ipv4()) {
             return Err(config_err(format!(
                 "{}.subnet: {} mixes address families with {} ({}) in one range set",
                 r.path, r.subnet, first.path, first.subnet
@@ -237,16 +200,11 @@ fn parse_range_set(v: &Value, label: &str) -> Result<RangeSet, CniError> {
         }
         ranges.push(r);
     }
-    Ok(RangeSet {
-        label: label.to_string(),
-        ranges,
-    })
+    Ok(RangeSet { label: label.to_string(), ranges })
 }
 
 fn parse_range_sets(v: &Value, label: &str, out: &mut Vec<RangeSet>) -> Result<(), CniError> {
-    let sets = v
-        .as_array()
-        .ok_or_else(|| config_err(format!("{label}: must be a list of range sets")))?;
+    let sets = v.as_array().ok_or_else(|| config_err(format!("{label}: must be a list of range sets")))?;
     for (i, set) in sets.iter().enumerate() {
         out.push(parse_range_set(set, &format!("{label}[{i}]"))?);
     }
@@ -276,11 +234,7 @@ fn check_overlaps(sets: &[RangeSet]) -> Result<(), CniError> {
 
 /// `ip` or `ip/prefix` (the prefix is checked, then ignored).
 fn parse_requested(s: &str) -> Result<IpAddr, String> {
-    let ip = if s.contains('/') {
-        parse_cidr(s)?.ip()
-    } else {
-        parse_ip(s)?
-    };
+    let ip = if s.contains('/') { parse_cidr(s)?.ip() } else { parse_ip(s)? };
     Ok(canonical_ip(ip))
 }
 
@@ -296,10 +250,7 @@ fn requested_ips(conf: &NetConf, args: &CniArgs) -> Result<Vec<(IpAddr, String)>
         let ip = parse_requested(s).map_err(|e| config_err(format!("CNI_ARGS IP: {e}")))?;
         push(ip, "CNI_ARGS IP".to_string());
     }
-    let lists = [
-        ("args.cni.ips", conf.args_cni("ips")),
-        ("runtimeConfig.ips", conf.runtime_config.get("ips")),
-    ];
+    let lists = [("args.cni.ips", conf.args_cni("ips")), ("runtimeConfig.ips", conf.runtime_config.get("ips"))];
     for (source, list) in lists {
         let list = match list {
             None | Some(Value::Null) => continue,
@@ -307,9 +258,7 @@ fn requested_ips(conf: &NetConf, args: &CniArgs) -> Result<Vec<(IpAddr, String)>
             Some(_) => return Err(config_err(format!("{source}: must be a list of addresses"))),
         };
         for (i, v) in list.iter().enumerate() {
-            let s = v
-                .as_str()
-                .ok_or_else(|| config_err(format!("{source}[{i}]: must be a string")))?;
+            let s = v.as_str().ok_or_else(|| config_err(format!("{source}[{i}]: must be a string")))?;
             let ip = parse_requested(s).map_err(|e| config_err(format!("{source}[{i}]: {e}")))?;
             push(ip, format!("{source}[{i}]"));
         }
@@ -319,24 +268,17 @@ fn requested_ips(conf: &NetConf, args: &CniArgs) -> Result<Vec<(IpAddr, String)>
 
 /// Each range set takes the first requested address inside it; any left over is an error,
 /// found here, before anything is reserved.
-fn place_requested(
-    sets: &[RangeSet],
-    requested: &[(IpAddr, String)],
-) -> Result<Vec<Option<IpAddr>>, CniError> {
+fn place_requested(sets: &[RangeSet], requested: &[(IpAddr, String)]) -> Result<Vec<Option<IpAddr>>, CniError> {
     let mut used = vec![false; requested.len()];
     let mut placed = vec![None; sets.len()];
     for (si, set) in sets.iter().enumerate() {
-        let Some(k) = (0..requested.len()).find(|&k| !used[k] && set.contains(requested[k].0))
-        else {
+        let Some(k) = (0..requested.len()).find(|&k| !used[k] && set.contains(requested[k].0)) else {
             continue;
         };
         used[k] = true;
         let (ip, source) = &requested[k];
         if let Some(r) = set.range_for(*ip).filter(|r| r.gateway == *ip) {
-            return Err(config_err(format!(
-                "{source}: requested IP {ip} is the gateway of {}",
-                r.path
-            )));
+            return Err(config_err(format!("{source}: requested IP {ip} is the gateway of {}", r.path)));
         }
         placed[si] = Some(*ip);
     }
@@ -364,11 +306,8 @@ fn parse_routes(v: Option<&Value>) -> Result<Vec<Route>, CniError> {
     let mut routes = Vec::with_capacity(list.len());
     for (i, r) in list.iter().enumerate() {
         let path = format!("ipam.routes[{i}]");
-        let obj = r
-            .as_object()
-            .ok_or_else(|| config_err(format!("{path}: must be an object")))?;
-        let dst = opt_str(obj, "dst", &path)?
-            .ok_or_else(|| config_err(format!("{path}.dst: missing")))?;
+        let obj = r.as_object().ok_or_else(|| config_err(format!("{path}: must be an object")))?;
+        let dst = opt_str(obj, "dst", &path)?.ok_or_else(|| config_err(format!("{path}.dst: missing")))?;
         let dst = parse_cidr(dst).map_err(|e| config_err(format!("{path}.dst: {e}")))?;
         let gw = opt_str(obj, "gw", &path)?
             .map(|s| parse_ip(s).map_err(|e| config_err(format!("{path}.gw: {e}"))))
@@ -381,12 +320,7 @@ fn parse_routes(v: Option<&Value>) -> Result<Vec<Route>, CniError> {
                     .as_u64()
                     .and_then(|n| u32::try_from(n).ok())
                     .map(Some)
-                    .ok_or_else(|| {
-                        config_err(format!(
-                            "{path}.{key}: must be a number from 0 to {}",
-                            u32::MAX
-                        ))
-                    }),
+                    .ok_or_else(|| config_err(format!("{path}.{key}: must be a number from 0 to {}", u32::MAX))),
             }
         };
         route.mtu = number("mtu")?;
@@ -432,9 +366,7 @@ pub fn read_resolv_conf(path: &Path) -> Result<Dns, CniError> {
     let err = |e: String| config_err(format!("ipam.resolvConf: {}: {e}", path.display()));
     let file = std::fs::File::open(path).map_err(|e| err(e.to_string()))?;
     let mut bytes = Vec::new();
-    file.take(MAX_RESOLV_CONF_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| err(e.to_string()))?;
+    file.take(MAX_RESOLV_CONF_BYTES + 1).read_to_end(&mut bytes).map_err(|e| err(e.to_string()))?;
     if bytes.len() as u64 > MAX_RESOLV_CONF_BYTES {
         return Err(err(format!("larger than {MAX_RESOLV_CONF_BYTES} bytes")));
     }
@@ -461,18 +393,13 @@ impl HostLocal {
         // The legacy single range counts only when `subnet` is set, as in the reference.
         if opt_str(ipam, "subnet", "ipam")?.is_some() {
             let legacy = parse_range(&Value::Object(ipam.clone()), "ipam")?;
-            range_sets.push(RangeSet {
-                label: "ipam".to_string(),
-                ranges: vec![legacy],
-            });
+            range_sets.push(RangeSet { label: "ipam".to_string(), ranges: vec![legacy] });
         }
         if let Some(v) = get(ipam, "ranges") {
             parse_range_sets(v, "ipam.ranges", &mut range_sets)?;
         }
         if range_sets.is_empty() {
-            return Err(config_err(
-                "ipam: no IP ranges specified (set ipam.ranges or ipam.subnet)",
-            ));
+            return Err(config_err("ipam: no IP ranges specified (set ipam.ranges or ipam.subnet)"));
         }
         let v4_sets = range_sets.iter().filter(|s| s.is_ipv4()).count();
         let v6_sets = range_sets.len() - v4_sets;

@@ -18,11 +18,7 @@ pub(crate) fn to_num(ip: IpAddr) -> u128 {
 
 /// The inverse of [`to_num`]; for IPv4 only the low 32 bits are used.
 pub(crate) fn from_num(v4: bool, n: u128) -> IpAddr {
-    if v4 {
-        IpAddr::V4(Ipv4Addr::from((n & u128::from(u32::MAX)) as u32))
-    } else {
-        IpAddr::V6(Ipv6Addr::from(n))
-    }
+    if v4 { IpAddr::V4(Ipv4Addr::from((n & u128::from(u32::MAX)) as u32)) } else { IpAddr::V6(Ipv6Addr::from(n)) }
 }
 
 /// Number of address bits of the family.
@@ -33,11 +29,7 @@ pub(crate) fn family_bits(v4: bool) -> u8 {
 /// The host part mask of a prefix: all ones below the prefix.
 pub(crate) fn host_mask(bits: u8, prefix: u8) -> u128 {
     let host_bits = u32::from(bits.saturating_sub(prefix));
-    if host_bits >= 128 {
-        u128::MAX
-    } else {
-        (1u128 << host_bits) - 1
-    }
+    if host_bits >= 128 { u128::MAX } else { (1u128 << host_bits) - 1 }
 }
 
 /// IPv4-mapped IPv6 addresses (`::ffff:a.b.c.d`) are IPv4 addresses, as in the reference.

@@ -59,13 +59,8 @@ impl Owner {
             return Owner::Torn;
         }
         match text.split_once("\r\n") {
-            Some((id, ifname)) => Owner::Attachment {
-                id: id.to_string(),
-                ifname: ifname.to_string(),
-            },
-            None => Owner::Legacy {
-                id: text.to_string(),
-            },
+            Some((id, ifname)) => Owner::Attachment { id: id.to_string(), ifname: ifname.to_string() },
+            None => Owner::Legacy { id: text.to_string() },
         }
     }
 
@@ -103,11 +98,7 @@ pub struct Walk {
 impl Walk {
     /// The addresses held by reservations that are not torn.
     pub fn live(&self) -> HashSet<IpAddr> {
-        self.reservations
-            .iter()
-            .filter(|r| r.owner != Owner::Torn)
-            .map(|r| r.ip)
-            .collect()
+        self.reservations.iter().filter(|r| r.owner != Owner::Torn).map(|r| r.ip).collect()
     }
 }
 
@@ -117,11 +108,7 @@ pub fn io_err(what: &str, path: &Path, e: &io::Error) -> CniError {
 
 /// Creates the store directory (and its parents), mode 0755.
 pub fn create_dir(dir: &Path) -> Result<(), CniError> {
-    DirBuilder::new()
-        .recursive(true)
-        .mode(0o755)
-        .create(dir)
-        .map_err(|e| io_err("creating", dir, &e))
+    DirBuilder::new().recursive(true).mode(0o755).create(dir).map_err(|e| io_err("creating", dir, &e))
 }
 
 /// Takes the exclusive flock on `<dir>/lock`, creating the file; dropping the returned
@@ -214,12 +201,8 @@ impl TmpFile {
         let mut attempts = 0;
         loop {
             let path = dir.join(tmp_name());
-            let file = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .custom_flags(libc::O_CLOEXEC)
-                .open(&path);
+            let file =
+                OpenOptions::new().write(true).create_new(true).mode(0o600).custom_flags(libc::O_CLOEXEC).open(&path);
             let mut file = match file {
                 Ok(f) => f,
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists && attempts < 16 => {
@@ -229,11 +212,9 @@ impl TmpFile {
                 Err(e) => return Err(io_err("creating", &path, &e)),
             };
             let tmp = TmpFile { path };
-            file.write_all(content)
-                .map_err(|e| io_err("writing", &tmp.path, &e))?;
+            file.write_all(content).map_err(|e| io_err("writing", &tmp.path, &e))?;
             if sync {
-                file.sync_all()
-                    .map_err(|e| io_err("syncing", &tmp.path, &e))?;
+                file.sync_all().map_err(|e| io_err("syncing", &tmp.path, &e))?;
             }
             return Ok(tmp);
         }
@@ -257,19 +238,11 @@ pub fn reserve(dir: &Path, ip: IpAddr, tmp: &TmpFile, content: &[u8]) -> Result<
         Err(e) => e,
     };
     let no_links = err.kind() == io::ErrorKind::Unsupported
-        || matches!(
-            err.raw_os_error(),
-            Some(libc::EPERM | libc::EOPNOTSUPP | libc::EMLINK)
-        );
+        || matches!(err.raw_os_error(), Some(libc::EPERM | libc::EOPNOTSUPP | libc::EMLINK));
     if !no_links {
         return Err(io_err("linking", &path, &err));
     }
-    let file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .custom_flags(libc::O_CLOEXEC)
-        .open(&path);
+    let file = OpenOptions::new().write(true).create_new(true).mode(0o600).custom_flags(libc::O_CLOEXEC).open(&path);
     let mut file = match file {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(false),

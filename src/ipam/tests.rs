@@ -58,9 +58,7 @@ fn store_of(dir: &Path) -> StoreDir {
 fn reservations(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = fs::read_dir(dir.join("net"))
         .map(|rd| {
-            rd.map(|e| e.unwrap().file_name().into_string().unwrap())
-                .filter(|n| n.parse::<IpAddr>().is_ok())
-                .collect()
+            rd.map(|e| e.unwrap().file_name().into_string().unwrap()).filter(|n| n.parse::<IpAddr>().is_ok()).collect()
         })
         .unwrap_or_default();
     names.sort();
@@ -93,24 +91,14 @@ fn file_content_is_byte_exact_with_modes() {
     alloc_if(&hl, "abc123", "eth1").unwrap();
     let dir = tmp.path().join("net");
     assert_eq!(fs::read(dir.join("10.1.0.2")).unwrap(), b"abc123\r\neth1");
-    assert_eq!(
-        fs::read(dir.join("last_reserved_ip.0")).unwrap(),
-        b"10.1.0.2"
-    );
+    assert_eq!(fs::read(dir.join("last_reserved_ip.0")).unwrap(), b"10.1.0.2");
     assert_eq!(fs::metadata(dir.join("lock")).unwrap().len(), 0);
     let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(&dir.join("10.1.0.2")), 0o600);
     assert_eq!(mode(&dir) & 0o700, 0o700);
-    assert_eq!(
-        mode(&dir) & 0o022,
-        0,
-        "the dir is created 0755 (less umask)"
-    );
+    assert_eq!(mode(&dir) & 0o022, 0, "the dir is created 0755 (less umask)");
     // no temporary file is left behind
-    let names: Vec<_> = fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
+    let names: Vec<_> = fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(names.len(), 3, "{names:?}");
 }
 
@@ -130,25 +118,11 @@ fn round_robin_wraps_and_exhaustion_is_code_102() {
     let tmp = TempDir::new().unwrap();
     // .0 network, .1 gateway, .2 .. .6 usable, .7 broadcast
     let hl = host_local(tmp.path(), subnet("10.1.0.0/29"));
-    let got: Vec<String> = (0..5)
-        .map(|i| alloc(&hl, &format!("c{i}")).unwrap().remove(0))
-        .collect();
-    assert_eq!(
-        got,
-        [
-            "10.1.0.2/29",
-            "10.1.0.3/29",
-            "10.1.0.4/29",
-            "10.1.0.5/29",
-            "10.1.0.6/29"
-        ]
-    );
+    let got: Vec<String> = (0..5).map(|i| alloc(&hl, &format!("c{i}")).unwrap().remove(0)).collect();
+    assert_eq!(got, ["10.1.0.2/29", "10.1.0.3/29", "10.1.0.4/29", "10.1.0.5/29", "10.1.0.6/29"]);
     let e = alloc(&hl, "full").unwrap_err();
     assert_eq!(e.code, code::POOL_EXHAUSTED);
-    assert_eq!(
-        e.msg,
-        "no IP addresses available in range set: 10.1.0.1-10.1.0.6"
-    );
+    assert_eq!(e.msg, "no IP addresses available in range set: 10.1.0.1-10.1.0.6");
     // after a release in the middle, the walk wraps around to it
     release(&hl.store, "c1", "eth0").unwrap();
     assert_eq!(alloc(&hl, "d").unwrap(), ["10.1.0.3/29"]);
@@ -167,9 +141,7 @@ fn dual_stack_gets_one_address_per_range_set() {
     let tmp = TempDir::new().unwrap();
     let hl = host_local(
         tmp.path(),
-        ranges(
-            json!([[{"subnet": "10.1.0.0/24"}], [{"subnet": "fd00:1::/64", "gateway": "fd00:1::ff"}]]),
-        ),
+        ranges(json!([[{"subnet": "10.1.0.0/24"}], [{"subnet": "fd00:1::/64", "gateway": "fd00:1::ff"}]])),
     );
     let r = allocate(&hl, "c1", "eth0", false).unwrap();
     let addrs: Vec<String> = r.ips.iter().map(|i| i.address.to_string()).collect();
@@ -177,10 +149,7 @@ fn dual_stack_gets_one_address_per_range_set() {
     assert_eq!(r.ips[1].gateway, Some("fd00:1::ff".parse().unwrap()));
     assert_eq!(reservations(tmp.path()), ["10.1.0.2", "fd00:1::1"]);
     let dir = tmp.path().join("net");
-    assert_eq!(
-        fs::read(dir.join("last_reserved_ip.1")).unwrap(),
-        b"fd00:1::1"
-    );
+    assert_eq!(fs::read(dir.join("last_reserved_ip.1")).unwrap(), b"fd00:1::1");
     assert_eq!(fs::read(dir.join("fd00:1::1")).unwrap(), b"c1\r\neth0");
     release(&hl.store, "c1", "eth0").unwrap();
     assert!(reservations(tmp.path()).is_empty());
@@ -196,19 +165,11 @@ fn range_start_end_and_multiple_ranges_in_a_set() {
             {"subnet": "10.2.0.0/24", "rangeStart": "10.2.0.1", "rangeEnd": "10.2.0.2", "gateway": "10.2.0.254"}
         ]])),
     );
-    let got: Vec<String> = (0..4)
-        .map(|i| alloc(&hl, &format!("c{i}")).unwrap().remove(0))
-        .collect();
-    assert_eq!(
-        got,
-        ["10.1.0.10/24", "10.1.0.11/24", "10.2.0.1/24", "10.2.0.2/24"]
-    );
+    let got: Vec<String> = (0..4).map(|i| alloc(&hl, &format!("c{i}")).unwrap().remove(0)).collect();
+    assert_eq!(got, ["10.1.0.10/24", "10.1.0.11/24", "10.2.0.1/24", "10.2.0.2/24"]);
     let e = alloc(&hl, "x").unwrap_err();
     assert_eq!(e.code, code::POOL_EXHAUSTED);
-    assert_eq!(
-        e.msg,
-        "no IP addresses available in range set: 10.1.0.10-10.1.0.11,10.2.0.1-10.2.0.2"
-    );
+    assert_eq!(e.msg, "no IP addresses available in range set: 10.1.0.10-10.1.0.11,10.2.0.1-10.2.0.2");
     // freeing the first one: the walk goes from 10.2.0.2 back to the first range
     release(&hl.store, "c0", "eth0").unwrap();
     let r = allocate(&hl, "y", "eth0", false).unwrap();
@@ -247,25 +208,14 @@ fn last_reserved_outside_the_set_starts_at_range_start() {
 #[test]
 fn requested_ip_from_cni_args() {
     let tmp = TempDir::new().unwrap();
-    let hl = parse_with(
-        tmp.path(),
-        subnet("10.1.0.0/24"),
-        json!({}),
-        "IgnoreUnknown=1;IP=10.1.0.50",
-    )
-    .unwrap();
+    let hl = parse_with(tmp.path(), subnet("10.1.0.0/24"), json!({}), "IgnoreUnknown=1;IP=10.1.0.50").unwrap();
     assert_eq!(alloc(&hl, "a").unwrap(), ["10.1.0.50/24"]);
     // the same attachment asking again gets it again
     assert_eq!(alloc(&hl, "a").unwrap(), ["10.1.0.50/24"]);
     // someone else asking for it does not
     let e = alloc(&hl, "b").unwrap_err();
     assert_eq!(e.code, code::POOL_EXHAUSTED);
-    assert!(
-        e.msg
-            .contains("requested IP address 10.1.0.50 is not available"),
-        "{}",
-        e.msg
-    );
+    assert!(e.msg.contains("requested IP address 10.1.0.50 is not available"), "{}", e.msg);
     // round robin continues after the requested address
     let plain = host_local(tmp.path(), subnet("10.1.0.0/24"));
     assert_eq!(alloc(&plain, "c").unwrap(), ["10.1.0.51/24"]);
@@ -290,27 +240,11 @@ fn requested_ips_from_args_and_runtime_config() {
     // two requests for one range set: the second cannot be placed
     let top = json!({"runtimeConfig": {"ips": ["10.1.0.20", "10.1.0.21"]}});
     let msg = config_err(parse_with(tmp.path(), ipam.clone(), top, ""));
-    assert!(
-        msg.contains("runtimeConfig.ips[1]: requested IP 10.1.0.21 cannot be placed"),
-        "{msg}"
-    );
+    assert!(msg.contains("runtimeConfig.ips[1]: requested IP 10.1.0.21 cannot be placed"), "{msg}");
     // outside every range set
-    let msg = config_err(parse_with(
-        tmp.path(),
-        ipam.clone(),
-        json!({}),
-        "IP=192.168.0.1",
-    ));
-    assert_eq!(
-        msg,
-        "CNI_ARGS IP: requested IP 192.168.0.1 is not in any range set"
-    );
-    let msg = config_err(parse_with(
-        tmp.path(),
-        ipam,
-        json!({"args": {"cni": {"ips": ["bogus"]}}}),
-        "",
-    ));
+    let msg = config_err(parse_with(tmp.path(), ipam.clone(), json!({}), "IP=192.168.0.1"));
+    assert_eq!(msg, "CNI_ARGS IP: requested IP 192.168.0.1 is not in any range set");
+    let msg = config_err(parse_with(tmp.path(), ipam, json!({"args": {"cni": {"ips": ["bogus"]}}}), ""));
     assert_eq!(msg, "args.cni.ips[0]: \"bogus\" is not an IP address");
 }
 
@@ -319,10 +253,7 @@ fn requested_ip_taken_in_second_set_releases_the_first() {
     let tmp = TempDir::new().unwrap();
     let ipam = ranges(json!([[{"subnet": "10.1.0.0/24"}], [{"subnet": "10.2.0.0/24"}]]));
     let taken = parse_with(tmp.path(), ipam.clone(), json!({}), "IP=10.2.0.5").unwrap();
-    assert_eq!(
-        alloc(&taken, "owner").unwrap(),
-        ["10.1.0.2/24", "10.2.0.5/24"]
-    );
+    assert_eq!(alloc(&taken, "owner").unwrap(), ["10.1.0.2/24", "10.2.0.5/24"]);
     let hl = parse_with(tmp.path(), ipam, json!({}), "IP=10.2.0.5").unwrap();
     assert_eq!(alloc(&hl, "other").unwrap_err().code, code::POOL_EXHAUSTED);
     assert_eq!(reservations(tmp.path()), ["10.1.0.2", "10.2.0.5"]);
@@ -331,16 +262,8 @@ fn requested_ip_taken_in_second_set_releases_the_first() {
 #[test]
 fn requesting_the_gateway_is_rejected() {
     let tmp = TempDir::new().unwrap();
-    let msg = config_err(parse_with(
-        tmp.path(),
-        subnet("10.1.0.0/24"),
-        json!({}),
-        "IP=10.1.0.1",
-    ));
-    assert_eq!(
-        msg,
-        "CNI_ARGS IP: requested IP 10.1.0.1 is the gateway of ipam.ranges[0][0]"
-    );
+    let msg = config_err(parse_with(tmp.path(), subnet("10.1.0.0/24"), json!({}), "IP=10.1.0.1"));
+    assert_eq!(msg, "CNI_ARGS IP: requested IP 10.1.0.1 is the gateway of ipam.ranges[0][0]");
 }
 
 #[test]
@@ -349,10 +272,7 @@ fn overlapping_ranges_are_rejected() {
     let across = ranges(json!([[{"subnet": "10.1.0.0/24"}], [{"subnet": "10.1.0.0/16"}]]));
     let msg = config_err(parse_with(tmp.path(), across, json!({}), ""));
     assert!(msg.contains("overlaps"), "{msg}");
-    assert!(
-        msg.contains("ipam.ranges[0][0]") && msg.contains("ipam.ranges[1][0]"),
-        "{msg}"
-    );
+    assert!(msg.contains("ipam.ranges[0][0]") && msg.contains("ipam.ranges[1][0]"), "{msg}");
     let within = ranges(json!([[
         {"subnet": "10.1.0.0/24", "rangeStart": "10.1.0.10", "rangeEnd": "10.1.0.20"},
         {"subnet": "10.1.0.0/24", "rangeStart": "10.1.0.20", "rangeEnd": "10.1.0.30"}
@@ -384,71 +304,43 @@ fn range_validation_messages_name_the_field() {
         p(subnet("10.1.0.5/24")),
         "ipam.ranges[0][0].subnet: 10.1.0.5/24 has host bits set; the network address is 10.1.0.0/24"
     );
-    assert_eq!(
-        p(ranges(json!([[{"rangeStart": "10.1.0.5"}]]))),
-        "ipam.ranges[0][0].subnet: missing"
-    );
+    assert_eq!(p(ranges(json!([[{"rangeStart": "10.1.0.5"}]]))), "ipam.ranges[0][0].subnet: missing");
     assert!(p(subnet("10.1.0.0")).starts_with("ipam.ranges[0][0].subnet: "));
     assert!(p(subnet("10.1/16")).starts_with("ipam.ranges[0][0].subnet: "));
     assert!(p(subnet("10.1.0.0/33")).starts_with("ipam.ranges[0][0].subnet: "));
     assert!(p(subnet("10.1.0.0/-1")).starts_with("ipam.ranges[0][0].subnet: "));
     assert!(p(subnet("10.1.0.0/+8")).starts_with("ipam.ranges[0][0].subnet: "));
     assert_eq!(
-        p(ranges(
-            json!([[{"subnet": "10.1.0.0/24", "rangeEnd": "10.1.1.0"}]])
-        )),
+        p(ranges(json!([[{"subnet": "10.1.0.0/24", "rangeEnd": "10.1.1.0"}]]))),
         "ipam.ranges[0][0].rangeEnd: 10.1.1.0 is not in subnet 10.1.0.0/24"
     );
     assert_eq!(
-        p(ranges(
-            json!([[{"subnet": "10.1.0.0/24", "rangeStart": "10.1.0.9", "rangeEnd": "10.1.0.8"}]])
-        )),
+        p(ranges(json!([[{"subnet": "10.1.0.0/24", "rangeStart": "10.1.0.9", "rangeEnd": "10.1.0.8"}]]))),
         "ipam.ranges[0][0].rangeStart: 10.1.0.9 is after rangeEnd 10.1.0.8"
     );
     assert!(
-        p(ranges(
-            json!([[{"subnet": "10.1.0.0/24", "gateway": "fd00::1"}]])
-        ))
-        .starts_with("ipam.ranges[0][0].gateway: fd00::1 is not an IPv4 address")
+        p(ranges(json!([[{"subnet": "10.1.0.0/24", "gateway": "fd00::1"}]])))
+            .starts_with("ipam.ranges[0][0].gateway: fd00::1 is not an IPv4 address")
     );
     assert!(
-        p(ranges(
-            json!([[{"subnet": "10.1.0.0/24"}, {"subnet": "fd00::/64"}]])
-        ))
-        .contains("mixes address families")
+        p(ranges(json!([[{"subnet": "10.1.0.0/24"}, {"subnet": "fd00::/64"}]]))).contains("mixes address families")
     );
     assert_eq!(p(ranges(json!([[]]))), "ipam.ranges[0]: empty range set");
-    assert_eq!(
-        p(ranges(json!({}))),
-        "ipam.ranges: must be a list of range sets"
-    );
-    assert_eq!(
-        p(ranges(json!([[{"subnet": 5}]]))),
-        "ipam.ranges[0][0].subnet: must be a string"
-    );
+    assert_eq!(p(ranges(json!({}))), "ipam.ranges: must be a list of range sets");
+    assert_eq!(p(ranges(json!([[{"subnet": 5}]]))), "ipam.ranges[0][0].subnet: must be a string");
     assert!(p(json!({})).contains("no IP ranges specified"));
     // legacy subnet fields are named without an index
     assert_eq!(
         p(json!({"subnet": "10.1.0.0/24", "rangeStart": "10.9.0.1"})),
         "ipam.rangeStart: 10.9.0.1 is not in subnet 10.1.0.0/24"
     );
-    let c = netconf(
-        json!({"cniVersion": "1.1.0", "name": "net", "ipam": {"subnet": "10.1.0.0/24", "dataDir": "rel"}}),
-    );
+    let c = netconf(json!({"cniVersion": "1.1.0", "name": "net", "ipam": {"subnet": "10.1.0.0/24", "dataDir": "rel"}}));
     let e = HostLocal::from_conf(&c, &CniArgs::default()).unwrap_err();
-    assert_eq!(
-        (e.code, e.msg.as_str()),
-        (7, "ipam.dataDir: \"rel\" is not an absolute path")
-    );
+    assert_eq!((e.code, e.msg.as_str()), (7, "ipam.dataDir: \"rel\" is not an absolute path"));
     assert_eq!(StoreDir::from_conf(&c).unwrap_err().code, 7);
     // no ipam at all
     let c = netconf(json!({"cniVersion": "1.1.0", "name": "net", "type": "bridge"}));
-    assert_eq!(
-        HostLocal::from_conf(&c, &CniArgs::default())
-            .unwrap_err()
-            .code,
-        code::INVALID_CONFIG
-    );
+    assert_eq!(HostLocal::from_conf(&c, &CniArgs::default()).unwrap_err().code, code::INVALID_CONFIG);
 }
 
 #[test]
@@ -465,25 +357,14 @@ fn tiny_and_huge_prefixes_do_not_panic() {
     assert_eq!(r.range_end.to_string(), "255.255.255.254");
     let tmp6 = TempDir::new().unwrap();
     let hl = host_local(tmp6.path(), subnet("::/0"));
-    assert_eq!(
-        hl.range_sets[0].ranges[0].range_end.to_string(),
-        "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"
-    );
+    assert_eq!(hl.range_sets[0].ranges[0].range_end.to_string(), "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff");
     assert_eq!(alloc(&hl, "a").unwrap(), ["::2/0"]);
 
     // ranges ending at the all-ones address wrap around without overflow
     for (sub, start, end) in [
         ("0.0.0.0/0", "255.255.255.254", "255.255.255.255"),
-        (
-            "::/0",
-            "ffff:ffff:ffff:ffff:ffff:ffff:ffff:fffe",
-            "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
-        ),
-        (
-            "ffff:ffff:ffff:ffff:ffff:ffff:ffff:fff0/124",
-            "ffff:ffff:ffff:ffff:ffff:ffff:ffff:fffe",
-            "",
-        ),
+        ("::/0", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:fffe", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"),
+        ("ffff:ffff:ffff:ffff:ffff:ffff:ffff:fff0/124", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:fffe", ""),
     ] {
         let tmp = TempDir::new().unwrap();
         let mut range = json!({"subnet": sub, "rangeStart": start});
@@ -494,11 +375,7 @@ fn tiny_and_huge_prefixes_do_not_panic() {
         let a = alloc(&hl, "a").unwrap();
         let b = alloc(&hl, "b").unwrap();
         assert_ne!(a, b);
-        assert_eq!(
-            alloc(&hl, "c").unwrap_err().code,
-            code::POOL_EXHAUSTED,
-            "{sub}"
-        );
+        assert_eq!(alloc(&hl, "c").unwrap_err().code, code::POOL_EXHAUSTED, "{sub}");
         release(&hl.store, "a", "eth0").unwrap();
         assert_eq!(alloc(&hl, "d").unwrap(), a, "{sub}");
     }
@@ -506,9 +383,7 @@ fn tiny_and_huge_prefixes_do_not_panic() {
     let tmp = TempDir::new().unwrap();
     let hl = host_local(
         tmp.path(),
-        ranges(
-            json!([[{"subnet": "255.255.255.252/30", "rangeEnd": "255.255.255.255", "gateway": "1.1.1.1"}]]),
-        ),
+        ranges(json!([[{"subnet": "255.255.255.252/30", "rangeEnd": "255.255.255.255", "gateway": "1.1.1.1"}]])),
     );
     assert_eq!(alloc(&hl, "a").unwrap(), ["255.255.255.253/30"]);
     assert_eq!(alloc(&hl, "b").unwrap(), ["255.255.255.254/30"]);
@@ -528,11 +403,7 @@ fn more_than_one_address_per_family_needs_030() {
     let mut c = conf_with(tmp.path(), two_v4.clone(), json!({"cniVersion": "0.2.0"}));
     let e = HostLocal::from_conf(&c, &CniArgs::default()).unwrap_err();
     assert_eq!(e.code, code::INVALID_CONFIG);
-    assert!(
-        e.msg.contains("more than 1 address per family"),
-        "{}",
-        e.msg
-    );
+    assert!(e.msg.contains("more than 1 address per family"), "{}", e.msg);
     c = conf_with(tmp.path(), two_v4, json!({"cniVersion": "0.3.0"}));
     HostLocal::from_conf(&c, &CniArgs::default()).unwrap();
     let dual = ranges(json!([[{"subnet": "10.1.0.0/24"}], [{"subnet": "fd00::/64"}]]));
@@ -547,44 +418,26 @@ fn range_set_order_is_ip_ranges_then_legacy_then_ranges() {
     let top = json!({"runtimeConfig": {"ipRanges": [[{"subnet": "10.1.0.0/24"}]]}});
     let hl = parse_with(tmp.path(), ipam, top, "").unwrap();
     let labels: Vec<&str> = hl.range_sets.iter().map(|s| s.label.as_str()).collect();
-    assert_eq!(
-        labels,
-        ["runtimeConfig.ipRanges[0]", "ipam", "ipam.ranges[0]"]
-    );
-    assert_eq!(
-        alloc(&hl, "a").unwrap(),
-        ["10.1.0.2/24", "10.2.0.2/24", "10.3.0.2/24"]
-    );
+    assert_eq!(labels, ["runtimeConfig.ipRanges[0]", "ipam", "ipam.ranges[0]"]);
+    assert_eq!(alloc(&hl, "a").unwrap(), ["10.1.0.2/24", "10.2.0.2/24", "10.3.0.2/24"]);
     let dir = tmp.path().join("net");
-    assert_eq!(
-        fs::read_to_string(dir.join("last_reserved_ip.2")).unwrap(),
-        "10.3.0.2"
-    );
+    assert_eq!(fs::read_to_string(dir.join("last_reserved_ip.2")).unwrap(), "10.3.0.2");
 }
 
 #[test]
 fn legacy_keys_are_case_insensitive_like_go() {
     let tmp = TempDir::new().unwrap();
-    let hl = host_local(
-        tmp.path(),
-        json!({"Subnet": "10.1.0.0/24", "rangestart": "10.1.0.100"}),
-    );
+    let hl = host_local(tmp.path(), json!({"Subnet": "10.1.0.0/24", "rangestart": "10.1.0.100"}));
     assert_eq!(alloc(&hl, "a").unwrap(), ["10.1.0.100/24"]);
 }
 
 #[test]
 fn same_attachment_twice_gets_the_same_address() {
     let tmp = TempDir::new().unwrap();
-    let hl = host_local(
-        tmp.path(),
-        ranges(json!([[{"subnet": "10.1.0.0/24"}], [{"subnet": "fd00::/64"}]])),
-    );
+    let hl = host_local(tmp.path(), ranges(json!([[{"subnet": "10.1.0.0/24"}], [{"subnet": "fd00::/64"}]])));
     let first = alloc(&hl, "a").unwrap();
     assert_eq!(alloc(&hl, "a").unwrap(), first);
-    assert_eq!(
-        alloc_if(&hl, "a", "eth1").unwrap(),
-        ["10.1.0.3/24", "fd00::3/64"]
-    );
+    assert_eq!(alloc_if(&hl, "a", "eth1").unwrap(), ["10.1.0.3/24", "fd00::3/64"]);
     assert_eq!(reservations(tmp.path()).len(), 4);
     // dry run agrees
     let r = allocate(&hl, "a", "eth0", true).unwrap();
@@ -604,15 +457,9 @@ fn release_by_owner_and_legacy_id_only_files() {
 
     // (id, ifname) files matched: the legacy file of the same id stays
     release(&hl.store, "a", "eth0").unwrap();
-    assert_eq!(
-        reservations(tmp.path()),
-        ["10.1.0.3", "10.1.0.4", "10.1.0.50", "10.1.0.51"]
-    );
+    assert_eq!(reservations(tmp.path()), ["10.1.0.3", "10.1.0.4", "10.1.0.50", "10.1.0.51"]);
     release(&hl.store, "a", "eth1").unwrap();
-    assert_eq!(
-        reservations(tmp.path()),
-        ["10.1.0.4", "10.1.0.50", "10.1.0.51"]
-    );
+    assert_eq!(reservations(tmp.path()), ["10.1.0.4", "10.1.0.50", "10.1.0.51"]);
     // no (id, ifname) file matches any more: the legacy id-only files go
     release(&hl.store, "a", "eth0").unwrap();
     assert_eq!(reservations(tmp.path()), ["10.1.0.4", "10.1.0.51"]);
@@ -634,10 +481,7 @@ fn release_and_gc_on_a_missing_directory_succeed_without_creating_it() {
     release(&store, "a", "eth0").unwrap();
     gc(&store, &[]).unwrap();
     assert!(!store.0.exists());
-    assert_eq!(
-        check(&store, "a", "eth0").unwrap_err().code,
-        code::CHECK_MISMATCH
-    );
+    assert_eq!(check(&store, "a", "eth0").unwrap_err().code, code::CHECK_MISMATCH);
 }
 
 #[test]
@@ -661,15 +505,9 @@ fn store_dir_does_not_need_valid_ranges() {
     assert!(HostLocal::from_conf(&c, &CniArgs::default()).is_err());
     assert_eq!(StoreDir::from_conf(&c).unwrap(), store_of(tmp.path()));
     let c = netconf(json!({"cniVersion": "1.0.0", "name": "n1", "ipam": {"type": "host-local"}}));
-    assert_eq!(
-        StoreDir::from_conf(&c).unwrap().0,
-        Path::new(DEFAULT_DATA_DIR).join("n1")
-    );
+    assert_eq!(StoreDir::from_conf(&c).unwrap().0, Path::new(DEFAULT_DATA_DIR).join("n1"));
     let c = netconf(json!({"cniVersion": "1.0.0", "name": "../x", "ipam": {}}));
-    assert_eq!(
-        StoreDir::from_conf(&c).unwrap_err().code,
-        code::INVALID_CONFIG
-    );
+    assert_eq!(StoreDir::from_conf(&c).unwrap_err().code, code::INVALID_CONFIG);
 }
 
 #[test]
@@ -688,15 +526,9 @@ fn gc_keeps_valid_and_removes_the_rest() {
     fs::write(dir.join(".tmp-1-2-3"), "x\r\ny").unwrap(); // stale temp file
     fs::write(dir.join("notes.txt"), "unknown").unwrap();
     fs::create_dir(dir.join("10.1.0.99")).unwrap(); // not a file
-    let valid = [Attachment {
-        container_id: "keep".into(),
-        ifname: "eth0".into(),
-    }];
+    let valid = [Attachment { container_id: "keep".into(), ifname: "eth0".into() }];
     gc(&hl.store, &valid).unwrap();
-    assert_eq!(
-        reservations(tmp.path()),
-        ["10.1.0.2", "10.1.0.60", "10.1.0.99"]
-    );
+    assert_eq!(reservations(tmp.path()), ["10.1.0.2", "10.1.0.60", "10.1.0.99"]);
     for kept in ["lock", "last_reserved_ip.0", "notes.txt"] {
         assert!(dir.join(kept).exists(), "{kept}");
     }
@@ -726,20 +558,13 @@ fn torn_files_are_reclaimed_by_allocation() {
 #[test]
 fn status_reports_an_exhausted_pool_with_code_50() {
     let tmp = TempDir::new().unwrap();
-    let hl = host_local(
-        tmp.path(),
-        ranges(json!([[{"subnet": "fd00::/64"}], [{"subnet": "10.1.0.0/30"}]])),
-    );
+    let hl = host_local(tmp.path(), ranges(json!([[{"subnet": "fd00::/64"}], [{"subnet": "10.1.0.0/30"}]])));
     status(&hl).unwrap(); // no directory yet
     assert!(!hl.store.0.exists());
     alloc(&hl, "a").unwrap();
     let e = status(&hl).unwrap_err();
     assert_eq!(e.code, code::PLUGIN_NOT_AVAILABLE);
-    assert!(
-        e.msg.contains("ipam.ranges[1]") && e.msg.contains("10.1.0.1-10.1.0.2"),
-        "{}",
-        e.msg
-    );
+    assert!(e.msg.contains("ipam.ranges[1]") && e.msg.contains("10.1.0.1-10.1.0.2"), "{}", e.msg);
     release(&hl.store, "a", "eth0").unwrap();
     status(&hl).unwrap();
     // a data dir path that is a file is not usable
@@ -755,10 +580,7 @@ fn dry_run_writes_nothing() {
     let hl = host_local(tmp.path(), subnet("10.1.0.0/24"));
     let r = allocate(&hl, "a", "eth0", true).unwrap();
     assert_eq!(r.ips[0].address.to_string(), "10.1.0.2/24");
-    assert!(
-        !hl.store.0.exists(),
-        "dry run must not create the directory"
-    );
+    assert!(!hl.store.0.exists(), "dry run must not create the directory");
 
     alloc(&hl, "a").unwrap();
     let dir = tmp.path().join("net");
@@ -768,17 +590,11 @@ fn dry_run_writes_nothing() {
     assert_eq!(r.ips[0].address.to_string(), "10.1.0.3/24");
     assert_eq!(fs::read_dir(&dir).unwrap().count(), before);
     assert_eq!(fs::read(dir.join("10.1.0.3")).unwrap(), b"");
-    assert_eq!(
-        fs::read(dir.join("last_reserved_ip.0")).unwrap(),
-        b"10.1.0.2"
-    );
+    assert_eq!(fs::read(dir.join("last_reserved_ip.0")).unwrap(), b"10.1.0.2");
     // nor when the pool is exhausted
     let full = host_local(tmp.path(), subnet("10.1.0.0/30"));
     alloc(&full, "x").unwrap_err(); // .2 held by "a"
-    assert_eq!(
-        allocate(&full, "y", "eth0", true).unwrap_err().code,
-        code::POOL_EXHAUSTED
-    );
+    assert_eq!(allocate(&full, "y", "eth0", true).unwrap_err().code, code::POOL_EXHAUSTED);
 }
 
 #[test]
@@ -830,10 +646,7 @@ fn result_carries_routes_and_resolv_conf() {
 #[test]
 fn concurrent_allocations_get_distinct_addresses() {
     let tmp = TempDir::new().unwrap();
-    let hl = host_local(
-        tmp.path(),
-        ranges(json!([[{"subnet": "10.1.0.0/24"}], [{"subnet": "fd00::/120"}]])),
-    );
+    let hl = host_local(tmp.path(), ranges(json!([[{"subnet": "10.1.0.0/24"}], [{"subnet": "fd00::/120"}]])));
     let results: Vec<Vec<String>> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..20)
             .map(|i| {
@@ -855,10 +668,7 @@ fn concurrent_allocations_get_distinct_addresses() {
     // each file names its own owner
     for (i, r) in results.iter().enumerate() {
         let ip = r[0].split('/').next().unwrap();
-        assert_eq!(
-            fs::read_to_string(tmp.path().join("net").join(ip)).unwrap(),
-            format!("c{i}\r\neth0")
-        );
+        assert_eq!(fs::read_to_string(tmp.path().join("net").join(ip)).unwrap(), format!("c{i}\r\neth0"));
     }
     // and concurrent releases leave nothing behind
     std::thread::scope(|s| {
@@ -872,13 +682,7 @@ fn concurrent_allocations_get_distinct_addresses() {
 
 #[test]
 fn owner_parsing() {
-    assert_eq!(
-        Owner::parse(b"abc\r\neth0"),
-        Owner::Attachment {
-            id: "abc".into(),
-            ifname: "eth0".into()
-        }
-    );
+    assert_eq!(Owner::parse(b"abc\r\neth0"), Owner::Attachment { id: "abc".into(), ifname: "eth0".into() });
     assert_eq!(Owner::parse(b" abc \n"), Owner::Legacy { id: "abc".into() });
     assert_eq!(Owner::parse(b""), Owner::Torn);
     assert_eq!(Owner::parse(b"\r\n\t "), Owner::Torn);
@@ -891,14 +695,8 @@ fn owner_parsing() {
 fn invalid_ids_are_refused_before_writing() {
     let tmp = TempDir::new().unwrap();
     let hl = host_local(tmp.path(), subnet("10.1.0.0/24"));
-    assert_eq!(
-        allocate(&hl, "a\r\nb", "eth0", false).unwrap_err().code,
-        code::INVALID_ENV
-    );
-    assert_eq!(
-        allocate(&hl, "a", "eth 0", false).unwrap_err().code,
-        code::INVALID_ENV
-    );
+    assert_eq!(allocate(&hl, "a\r\nb", "eth0", false).unwrap_err().code, code::INVALID_ENV);
+    assert_eq!(allocate(&hl, "a", "eth 0", false).unwrap_err().code, code::INVALID_ENV);
     assert!(!hl.store.0.exists());
 }
 
@@ -921,12 +719,7 @@ fn garbage_configs_never_panic() {
     ];
     for v in values {
         let _ = parse_with(tmp.path(), json!({"ranges": v.clone()}), json!({}), "");
-        let _ = parse_with(
-            tmp.path(),
-            json!({"subnet": "10.0.0.0/8", "routes": v.clone()}),
-            json!({}),
-            "",
-        );
+        let _ = parse_with(tmp.path(), json!({"subnet": "10.0.0.0/8", "routes": v.clone()}), json!({}), "");
         let _ = parse_with(
             tmp.path(),
             subnet("10.0.0.0/8"),
@@ -937,9 +730,7 @@ fn garbage_configs_never_panic() {
     // a range whose only address is the gateway is exhausted, not an endless walk
     let hl = host_local(
         tmp.path(),
-        ranges(
-            json!([[{"subnet": "10.0.0.0/24", "rangeStart": "10.0.0.1", "rangeEnd": "10.0.0.1"}]]),
-        ),
+        ranges(json!([[{"subnet": "10.0.0.0/24", "rangeStart": "10.0.0.1", "rangeEnd": "10.0.0.1"}]])),
     );
     assert_eq!(alloc(&hl, "a").unwrap_err().code, code::POOL_EXHAUSTED);
     assert_eq!(status(&hl).unwrap_err().code, code::PLUGIN_NOT_AVAILABLE);

@@ -50,11 +50,23 @@ pub struct IptRule {
 #[serde(tag = "line", rename_all = "snake_case")]
 pub enum IptLine {
     /// `:CHAIN - [0:0]`: creates the chain, or flushes it when it exists.
-    DeclareChain { chain: String },
-    Append { chain: String, rule: IptRule },
-    Delete { chain: String, rule: IptRule },
-    Flush { chain: String },
-    DeleteChain { chain: String },
+    DeclareChain {
+        chain: String,
+    },
+    Append {
+        chain: String,
+        rule: IptRule,
+    },
+    Delete {
+        chain: String,
+        rule: IptRule,
+    },
+    Flush {
+        chain: String,
+    },
+    DeleteChain {
+        chain: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -102,37 +114,82 @@ pub enum BaseChain {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "rule", rename_all = "snake_case")]
 pub enum NftRule {
-    DaddrReturn { daddr: IpNetwork },
-    Goto { chain: String },
-    Jump { chain: String },
-    IifnameJump { iifname: String, chain: String },
+    DaddrReturn {
+        daddr: IpNetwork,
+    },
+    Goto {
+        chain: String,
+    },
+    Jump {
+        chain: String,
+    },
+    IifnameJump {
+        iifname: String,
+        chain: String,
+    },
     /// `ip saddr A ip daddr != NET masquerade`
-    Masquerade { saddr: IpAddr, daddr_not: IpNetwork },
-    EtherSaddrReturn { mac: String },
+    Masquerade {
+        saddr: IpAddr,
+        daddr_not: IpNetwork,
+    },
+    EtherSaddrReturn {
+        mac: String,
+    },
     Drop,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "nft", rename_all = "snake_case")]
 pub enum NftOp {
-    AddTable { table: NftTable },
-    AddChain { table: NftTable, chain: String, base: Option<BaseChain> },
-    FlushChain { table: NftTable, chain: String },
-    DeleteChain { table: NftTable, chain: String },
-    AddRule { table: NftTable, chain: String, rule: NftRule, comment: Option<String> },
-    DeleteRule { table: NftTable, chain: String, handle: u64 },
+    AddTable {
+        table: NftTable,
+    },
+    AddChain {
+        table: NftTable,
+        chain: String,
+        base: Option<BaseChain>,
+    },
+    FlushChain {
+        table: NftTable,
+        chain: String,
+    },
+    DeleteChain {
+        table: NftTable,
+        chain: String,
+    },
+    AddRule {
+        table: NftTable,
+        chain: String,
+        rule: NftRule,
+        comment: Option<String>,
+    },
+    DeleteRule {
+        table: NftTable,
+        chain: String,
+        handle: u64,
+    },
     /// Deletes the rules of a chain whose comment starts with `prefix`. nft deletes rules
     /// only by handle, so the executor lists the chain and turns this into DeleteRule
     /// ops just before running; planners that can observe emit DeleteRule directly.
-    DeleteRulesByComment { table: NftTable, chain: String, prefix: String },
+    DeleteRulesByComment {
+        table: NftTable,
+        chain: String,
+        prefix: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "backend", rename_all = "lowercase")]
 pub enum FirewallOp {
-    Iptables { family: Family, table: String, lines: Vec<IptLine> },
+    Iptables {
+        family: Family,
+        table: String,
+        lines: Vec<IptLine>,
+    },
     /// Always in nft family `inet`.
-    Nft { ops: Vec<NftOp> },
+    Nft {
+        ops: Vec<NftOp>,
+    },
 }
 
 fn quote_comment(c: &str) -> String {
@@ -218,10 +275,9 @@ impl FirewallOp {
                     let _ = match op {
                         NftOp::AddTable { table } => writeln!(s, "add table {table}"),
                         NftOp::AddChain { table, chain, base: None } => writeln!(s, "add chain {table} {chain}"),
-                        NftOp::AddChain { table, chain, base: Some(BaseChain::NatPostrouting) } => writeln!(
-                            s,
-                            "add chain {table} {chain} {{ type nat hook postrouting priority srcnat ; }}"
-                        ),
+                        NftOp::AddChain { table, chain, base: Some(BaseChain::NatPostrouting) } => {
+                            writeln!(s, "add chain {table} {chain} {{ type nat hook postrouting priority srcnat ; }}")
+                        }
                         NftOp::AddChain { table, chain, base: Some(BaseChain::BridgeFilterPrerouting) } => writeln!(
                             s,
                             "add chain {table} {chain} {{ type filter hook prerouting priority -300 ; policy accept ; }}"
@@ -238,10 +294,9 @@ impl FirewallOp {
                         NftOp::DeleteRule { table, chain, handle } => {
                             writeln!(s, "delete rule {table} {chain} handle {handle}")
                         }
-                        NftOp::DeleteRulesByComment { table, chain, prefix } => writeln!(
-                            s,
-                            "# delete each rule of {table} {chain} whose comment starts with {prefix}"
-                        ),
+                        NftOp::DeleteRulesByComment { table, chain, prefix } => {
+                            writeln!(s, "# delete each rule of {table} {chain} whose comment starts with {prefix}")
+                        }
                     };
                 }
             }
@@ -264,11 +319,9 @@ fn nft_rule(rule: &NftRule) -> String {
         NftRule::IifnameJump { iifname, chain } => format!("iifname {} jump {chain}", quote_comment(iifname)),
         NftRule::EtherSaddrReturn { mac } => format!("ether saddr {mac} return"),
         NftRule::Drop => "drop".to_string(),
-        NftRule::Masquerade { saddr, daddr_not } => format!(
-            "{f} saddr {saddr} {f} daddr != {} masquerade",
-            host_or_net(daddr_not),
-            f = nft_family(saddr)
-        ),
+        NftRule::Masquerade { saddr, daddr_not } => {
+            format!("{f} saddr {saddr} {f} daddr != {} masquerade", host_or_net(daddr_not), f = nft_family(saddr))
+        }
     }
 }
 

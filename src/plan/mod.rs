@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use ipnetwork::IpNetwork;
 use serde::Serialize;
 
-pub use firewall::{FirewallOp, Family, IptLine, IptRule, IptTarget, NftOp};
+pub use firewall::{Family, FirewallOp, IptLine, IptRule, IptTarget, NftOp};
 pub use render::{Rendered, Tool, shell_quote};
 
 /// Where a step runs.
@@ -166,20 +166,45 @@ impl Sysctl {
 pub enum Op {
     LinkAdd(LinkAdd),
     LinkSet(LinkSet),
-    LinkDel { dev: String },
+    LinkDel {
+        dev: String,
+    },
     BridgePort(BridgePort),
-    BridgeVlanAdd { dev: String, vid: u16, pvid: bool, untagged: bool },
-    BridgeVlanDel { dev: String, vid: u16 },
-    AddrAdd { dev: String, addr: IpNetwork },
-    AddrDel { dev: String, addr: IpNetwork },
-    RouteAdd { mode: RouteMode, route: RouteSpec },
-    RouteDel { route: RouteSpec },
+    BridgeVlanAdd {
+        dev: String,
+        vid: u16,
+        pvid: bool,
+        untagged: bool,
+    },
+    BridgeVlanDel {
+        dev: String,
+        vid: u16,
+    },
+    AddrAdd {
+        dev: String,
+        addr: IpNetwork,
+    },
+    AddrDel {
+        dev: String,
+        addr: IpNetwork,
+    },
+    RouteAdd {
+        mode: RouteMode,
+        route: RouteSpec,
+    },
+    RouteDel {
+        route: RouteSpec,
+    },
     Sysctl(Sysctl),
     Firewall(FirewallOp),
     /// Wait until the link reports operstate UP (bounded; the reference's bridge port wait).
-    WaitOperUp { dev: String },
+    WaitOperUp {
+        dev: String,
+    },
     /// Wait until no IPv6 address on the link is tentative (bounded; for enabledad).
-    WaitDad { dev: String },
+    WaitDad {
+        dev: String,
+    },
 }
 
 /// Which failures of a step are not failures.
@@ -238,13 +263,13 @@ impl Plan {
     pub fn to_shell(&self) -> String {
         let mut out = String::new();
         for step in &self.steps {
-            out.push_str(&render::render(&step.ns, &step.op).to_shell());
-            match step.tolerate {
-                Tolerate::Nothing => {}
-                Tolerate::Exists => out.push_str("  # may already exist"),
-                Tolerate::Missing => out.push_str("  # may already be gone"),
-                Tolerate::Any => out.push_str("  # best effort"),
-            }
+            let note = match step.tolerate {
+                Tolerate::Nothing => "",
+                Tolerate::Exists => "  # may already exist",
+                Tolerate::Missing => "  # may already be gone",
+                Tolerate::Any => "  # best effort",
+            };
+            out.push_str(&render::render(&step.ns, &step.op).to_shell_noted(note));
             out.push('\n');
         }
         out

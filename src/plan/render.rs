@@ -46,21 +46,26 @@ impl Rendered {
     }
 
     pub fn to_shell(&self) -> String {
+        self.to_shell_noted("")
+    }
+
+    /// Shell text with a trailing `  # note` on the command line itself (before a
+    /// heredoc body, so the heredoc still ends at its EOF line).
+    pub fn to_shell_noted(&self, note: &str) -> String {
         if self.tool == Tool::Wait {
             return format!("# {}", self.args.join(" "));
         }
         let line = self.argv().iter().map(|a| shell_quote(a)).collect::<Vec<_>>().join(" ");
         match &self.stdin {
-            None => line,
-            Some(script) => format!("{line} <<'EOF'\n{script}EOF"),
+            None => format!("{line}{note}"),
+            Some(script) => format!("{line} <<'EOF'{note}\n{script}EOF"),
         }
     }
 }
 
 /// Quotes a word for a POSIX shell only when it needs it.
 pub fn shell_quote(s: &str) -> String {
-    let plain = !s.is_empty()
-        && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_./:=,@%+".contains(c));
+    let plain = !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_./:=,@%+".contains(c));
     if plain { s.to_string() } else { format!("'{}'", s.replace('\'', r"'\''")) }
 }
 
@@ -195,12 +200,8 @@ pub fn render(ns: &Netns, op: &Op) -> Rendered {
         Op::BridgeVlanDel { dev, vid } => {
             (Tool::Bridge, "bridge", s(&["vlan", "del", "dev", dev, "vid", &vid.to_string()]), None)
         }
-        Op::AddrAdd { dev, addr } => {
-            (Tool::Ip, "ip", s(&["addr", "add", &addr.to_string(), "dev", dev]), None)
-        }
-        Op::AddrDel { dev, addr } => {
-            (Tool::Ip, "ip", s(&["addr", "del", &addr.to_string(), "dev", dev]), None)
-        }
+        Op::AddrAdd { dev, addr } => (Tool::Ip, "ip", s(&["addr", "add", &addr.to_string(), "dev", dev]), None),
+        Op::AddrDel { dev, addr } => (Tool::Ip, "ip", s(&["addr", "del", &addr.to_string(), "dev", dev]), None),
         Op::RouteAdd { mode, route } => {
             // No -4/-6: batch lines take no global options; the family follows from dst.
             let verb = match mode {
@@ -221,12 +222,8 @@ pub fn render(ns: &Netns, op: &Op) -> Rendered {
             (Tool::Sysctl, "sysctl", vec!["-qw".into(), format!("{}={}", sc.path.join("/"), sc.value)], None)
         }
         Op::Firewall(f) => (Tool::Firewall, f.program(), f.args(), Some(f.script())),
-        Op::WaitOperUp { dev } => {
-            (Tool::Wait, "", s(&["wait", "until", dev, "is", "oper-up"]), None)
-        }
-        Op::WaitDad { dev } => {
-            (Tool::Wait, "", s(&["wait", "until", "IPv6", "DAD", "finishes", "on", dev]), None)
-        }
+        Op::WaitOperUp { dev } => (Tool::Wait, "", s(&["wait", "until", dev, "is", "oper-up"]), None),
+        Op::WaitDad { dev } => (Tool::Wait, "", s(&["wait", "until", "IPv6", "DAD", "finishes", "on", dev]), None),
     };
     Rendered { ns: ns.clone(), tool, program, args, stdin }
 }

@@ -59,9 +59,7 @@ fn check_depth(bytes: &[u8]) -> Result<(), CniError> {
             b'{' | b'[' => {
                 depth += 1;
                 if depth > MAX_DEPTH {
-                    return Err(CniError::decode(format!(
-                        "config: JSON nested deeper than {MAX_DEPTH} levels"
-                    )));
+                    return Err(CniError::decode(format!("config: JSON nested deeper than {MAX_DEPTH} levels")));
                 }
             }
             b'}' | b']' => depth = depth.saturating_sub(1),
@@ -81,8 +79,8 @@ impl NetConf {
             )));
         }
         check_depth(bytes)?;
-        let raw: Value = serde_json::from_slice(bytes)
-            .map_err(|e| CniError::decode(format!("config: invalid JSON: {e}")))?;
+        let raw: Value =
+            serde_json::from_slice(bytes).map_err(|e| CniError::decode(format!("config: invalid JSON: {e}")))?;
         let obj = raw.as_object().ok_or_else(|| CniError::decode("config: expected a JSON object"))?;
         let version = match obj.get("cniVersion") {
             None | Some(Value::Null) => Version::V010,
@@ -114,10 +112,9 @@ impl NetConf {
         };
         let dns = match obj.get("dns") {
             None | Some(Value::Null) => None,
-            Some(v) => Some(
-                serde_json::from_value(v.clone())
-                    .map_err(|e| CniError::config(format!("config: \"dns\": {e}")))?,
-            ),
+            Some(v) => {
+                Some(serde_json::from_value(v.clone()).map_err(|e| CniError::config(format!("config: \"dns\": {e}")))?)
+            }
         };
         let prev_result = match obj.get("prevResult") {
             None | Some(Value::Null) => None,
@@ -130,9 +127,10 @@ impl NetConf {
         };
         let valid_attachments = match obj.get("cni.dev/valid-attachments").or(obj.get("cni.dev/attachments")) {
             None | Some(Value::Null) => None,
-            Some(v) => Some(serde_json::from_value(v.clone()).map_err(|e| {
-                CniError::config(format!("config: \"cni.dev/valid-attachments\": {e}"))
-            })?),
+            Some(v) => Some(
+                serde_json::from_value(v.clone())
+                    .map_err(|e| CniError::config(format!("config: \"cni.dev/valid-attachments\": {e}")))?,
+            ),
         };
         Ok(NetConf {
             version,

@@ -58,9 +58,7 @@ impl CniArgs {
             match (kv.next(), kv.next(), kv.next()) {
                 (Some(k), Some(v), None) if !k.is_empty() => pairs.push((k.to_string(), v.to_string())),
                 _ => {
-                    return Err(CniError::invalid_env(format!(
-                        "CNI_ARGS: invalid pair {pair:?}: expected KEY=VALUE"
-                    )));
+                    return Err(CniError::invalid_env(format!("CNI_ARGS: invalid pair {pair:?}: expected KEY=VALUE")));
                 }
             }
         }
@@ -120,10 +118,7 @@ impl CniEnv {
             missing.push("CNI_PATH");
         }
         if !missing.is_empty() {
-            return Err(CniError::invalid_env(format!(
-                "required env variables [{}] missing",
-                missing.join(",")
-            )));
+            return Err(CniError::invalid_env(format!("required env variables [{}] missing", missing.join(","))));
         }
         let container_id = get("CNI_CONTAINERID").to_string();
         let ifname = get("CNI_IFNAME").to_string();
@@ -141,21 +136,13 @@ impl CniEnv {
             _ => None,
         };
         let path = get("CNI_PATH").split(':').filter(|p| !p.is_empty()).map(PathBuf::from).collect();
-        Ok(Some(CniEnv {
-            command,
-            container_id,
-            netns,
-            ifname,
-            args: CniArgs::parse(get("CNI_ARGS"))?,
-            path,
-        }))
+        Ok(Some(CniEnv { command, container_id, netns, ifname, args: CniArgs::parse(get("CNI_ARGS"))?, path }))
     }
 
     /// The plain environment form, for delegating to another plugin binary.
     pub fn to_vars(&self, command: Command) -> Vec<(String, String)> {
         let netns = self.netns.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
-        let args =
-            self.args.0.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(";");
+        let args = self.args.0.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(";");
         let path = self.path.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(":");
         vec![
             ("CNI_COMMAND".into(), command.as_str().into()),
@@ -196,9 +183,7 @@ mod tests {
 
     #[test]
     fn del_without_netns_is_fine() {
-        let e = env(&[("CNI_COMMAND", "DEL"), ("CNI_CONTAINERID", "c1"), ("CNI_IFNAME", "eth0")])
-            .unwrap()
-            .unwrap();
+        let e = env(&[("CNI_COMMAND", "DEL"), ("CNI_CONTAINERID", "c1"), ("CNI_IFNAME", "eth0")]).unwrap().unwrap();
         assert_eq!(e.netns, None);
     }
 

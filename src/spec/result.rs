@@ -102,8 +102,7 @@ fn str_field<'a>(obj: &'a Map<String, Value>, key: &str) -> Option<&'a str> {
 fn parse_routes(v: Option<&Value>) -> Result<Vec<Route>, CniError> {
     match v {
         None | Some(Value::Null) => Ok(Vec::new()),
-        Some(v) => serde_json::from_value(v.clone())
-            .map_err(|e| CniError::decode(format!("result: routes: {e}"))),
+        Some(v) => serde_json::from_value(v.clone()).map_err(|e| CniError::decode(format!("result: routes: {e}"))),
     }
 }
 
@@ -112,28 +111,22 @@ impl CniResult {
     /// plugin's stdout) into the internal model. `version` is the result's own
     /// `cniVersion` when it has one, else the config's.
     pub fn parse(value: &Value, fallback: Version) -> Result<CniResult, CniError> {
-        let obj = value
-            .as_object()
-            .ok_or_else(|| CniError::decode("result: expected a JSON object"))?;
+        let obj = value.as_object().ok_or_else(|| CniError::decode("result: expected a JSON object"))?;
         let version = match obj.get("cniVersion").and_then(Value::as_str) {
-            Some(s) if !s.is_empty() => Version::parse(s).ok_or_else(|| {
-                CniError::incompatible_version(format!("result: unsupported cniVersion {s:?}"))
-            })?,
+            Some(s) if !s.is_empty() => Version::parse(s)
+                .ok_or_else(|| CniError::incompatible_version(format!("result: unsupported cniVersion {s:?}")))?,
             _ => fallback,
         };
         let dns = match obj.get("dns") {
             None | Some(Value::Null) => Dns::default(),
-            Some(v) => serde_json::from_value(v.clone())
-                .map_err(|e| CniError::decode(format!("result: dns: {e}")))?,
+            Some(v) => serde_json::from_value(v.clone()).map_err(|e| CniError::decode(format!("result: dns: {e}")))?,
         };
         if version.is_legacy_result() {
             let mut r = CniResult { dns, ..CniResult::default() };
             for key in ["ip4", "ip6"] {
                 let Some(ip) = obj.get(key).and_then(Value::as_object) else { continue };
                 let address = parse_net(str_field(ip, "ip").unwrap_or(""), &format!("{key}.ip"))?;
-                let gateway = str_field(ip, "gateway")
-                    .map(|g| parse_ip(g, &format!("{key}.gateway")))
-                    .transpose()?;
+                let gateway = str_field(ip, "gateway").map(|g| parse_ip(g, &format!("{key}.gateway"))).transpose()?;
                 r.ips.push(IpConfig { address, gateway, interface: None });
                 r.routes.extend(parse_routes(ip.get("routes"))?);
             }
@@ -141,23 +134,24 @@ impl CniResult {
         }
         let interfaces = match obj.get("interfaces") {
             None | Some(Value::Null) => Vec::new(),
-            Some(v) => serde_json::from_value(v.clone())
-                .map_err(|e| CniError::decode(format!("result: interfaces: {e}")))?,
+            Some(v) => {
+                serde_json::from_value(v.clone()).map_err(|e| CniError::decode(format!("result: interfaces: {e}")))?
+            }
         };
         let mut ips = Vec::new();
         if let Some(list) = obj.get("ips").and_then(Value::as_array) {
             for (i, ip) in list.iter().enumerate() {
-                let ip = ip
-                    .as_object()
-                    .ok_or_else(|| CniError::decode(format!("result: ips[{i}] is not an object")))?;
+                let ip =
+                    ip.as_object().ok_or_else(|| CniError::decode(format!("result: ips[{i}] is not an object")))?;
                 let address = parse_net(str_field(ip, "address").unwrap_or(""), "ips.address")?;
-                let gateway =
-                    str_field(ip, "gateway").map(|g| parse_ip(g, "ips.gateway")).transpose()?;
+                let gateway = str_field(ip, "gateway").map(|g| parse_ip(g, "ips.gateway")).transpose()?;
                 let interface = match ip.get("interface") {
                     None | Some(Value::Null) => None,
-                    Some(v) => Some(v.as_u64().ok_or_else(|| {
-                        CniError::decode(format!("result: ips[{i}].interface is not an index"))
-                    })? as usize),
+                    Some(v) => Some(
+                        v.as_u64()
+                            .ok_or_else(|| CniError::decode(format!("result: ips[{i}].interface is not an index")))?
+                            as usize,
+                    ),
                 };
                 ips.push(IpConfig { address, gateway, interface });
             }

@@ -17,15 +17,8 @@ pub enum Version {
 }
 
 impl Version {
-    pub const ALL: [Version; 7] = [
-        Version::V010,
-        Version::V020,
-        Version::V030,
-        Version::V031,
-        Version::V040,
-        Version::V100,
-        Version::V110,
-    ];
+    pub const ALL: [Version; 7] =
+        [Version::V010, Version::V020, Version::V030, Version::V031, Version::V040, Version::V100, Version::V110];
 
     /// The newest version, the one VERSION reports as its own.
     pub const LATEST: Version = Version::V110;
