@@ -190,16 +190,20 @@ struct Names {
     bridge_mac: String,
 }
 
-fn attachment(conf: &BridgeConf, network: &str, id: &str, ifname: &str, state: &HostState) -> Names {
+fn attachment(conf: &BridgeConf, target: &Target, state: &HostState) -> Names {
+    let Target { network, id, ifname, host_id, .. } = *target;
     let host_veth = names::host_veth(network, id, ifname);
     Names {
-        host_mac: names::mac(&format!("host\0{host_veth}")),
-        container_mac: conf.mac.clone().unwrap_or_else(|| names::mac(&format!("container\0{network}\0{id}\0{ifname}"))),
+        host_mac: names::mac(&format!("host\0{host_id}\0{host_veth}")),
+        container_mac: conf
+            .mac
+            .clone()
+            .unwrap_or_else(|| names::mac(&format!("container\0{host_id}\0{network}\0{id}\0{ifname}"))),
         bridge_mac: state
             .bridge
             .as_ref()
             .map(|b| b.address.clone())
-            .unwrap_or_else(|| names::mac(&format!("bridge\0{}", conf.bridge))),
+            .unwrap_or_else(|| names::mac(&format!("bridge\0{host_id}\0{}", conf.bridge))),
         host_veth,
     }
 }
@@ -301,6 +305,7 @@ pub struct Target<'a> {
     pub id: &'a str,
     pub ifname: &'a str,
     pub netns: &'a std::path::Path,
+    pub host_id: &'a str,
 }
 
 pub fn plan_add(
@@ -310,10 +315,10 @@ pub fn plan_add(
     ipam: Option<&CniResult>,
     masq_backend: Option<masq::Backend>,
 ) -> Result<(Plan, CniResult), CniError> {
-    let Target { network, id, ifname, netns } = *target;
+    let Target { network, id, ifname, netns, .. } = *target;
     let host = Netns::Host;
     let ctr = Netns::Container(netns.to_path_buf());
-    let att = attachment(conf, network, id, ifname, state);
+    let att = attachment(conf, target, state);
     let mut plan = Plan::new();
     let br = &conf.bridge;
     let vlan_filtering = conf.vlan != 0 || !conf.trunk.is_empty();
@@ -531,7 +536,13 @@ impl Plugin for Bridge {
         let _lock = cx.lock(&format!("bridge-{}", conf.bridge))?;
         let state = observe_host(cx, &conf)?;
         let ipam = if conf.has_ipam { Some(cx.ipam.add(cx.env, cx.conf)?) } else { None };
-        let target = Target { network: &network, id: &cx.env.container_id, ifname: &cx.env.ifname, netns: &netns };
+        let target = Target {
+            network: &network,
+            id: &cx.env.container_id,
+            ifname: &cx.env.ifname,
+            netns: &netns,
+            host_id: cx.host_id,
+        };
         let planned = plan_add(&conf, &target, &state, ipam.as_ref(), backend);
         let outcome = planned.and_then(|(plan, mut result)| {
             apply(cx.exec, &plan)?;

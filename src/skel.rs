@@ -69,6 +69,9 @@ pub struct Cx<'a> {
     pub obs: &'a mut dyn Observer,
     pub exec: &'a mut dyn Executor,
     pub ipam: &'a mut dyn Ipam,
+    /// A per-host seed for derived MACs, so two hosts never derive the same bridge or
+    /// container MAC for the same names (/etc/machine-id).
+    pub host_id: &'a str,
 }
 
 impl Cx<'_> {
@@ -265,7 +268,9 @@ fn run_inner(
     let exec: &mut dyn Executor = if mode.is_dry() { &mut dry } else { &mut real_exec };
     let mut obs = RealObserver::default();
     let mut ipam = Delegator::new(mode.is_dry());
-    let outcome = dispatch(plugin, &env, &conf, netns, &mut obs, exec, &mut ipam);
+    let host_id = read_host_id();
+    let io = Io { obs: &mut obs, exec, ipam: &mut ipam, host_id: &host_id };
+    let outcome = dispatch(plugin, &env, &conf, netns, io);
     if std::env::var_os("IPCNI_COUNT_PROCESSES").is_some() {
         crate::exec::log(&format!("processes: {}", real_exec.processes + obs.processes + ipam.processes));
     }
@@ -299,18 +304,33 @@ fn run_inner(
     }
 }
 
+/// /etc/machine-id, else the boot id: stable per host, different between hosts.
+fn read_host_id() -> String {
+    ["/etc/machine-id", "/proc/sys/kernel/random/boot_id"]
+        .iter()
+        .find_map(|p| std::fs::read_to_string(p).ok().map(|s| s.trim().to_string()).filter(|s| !s.is_empty()))
+        .unwrap_or_default()
+}
+
+/// The I/O a command may use, behind traits (real, dry-run, or test fixtures).
+pub struct Io<'a> {
+    pub obs: &'a mut dyn Observer,
+    pub exec: &'a mut dyn Executor,
+    pub ipam: &'a mut dyn Ipam,
+    pub host_id: &'a str,
+}
+
 /// Runs the command and renders a result (ADD only) in the config's version.
 pub fn dispatch(
     plugin: &dyn Plugin,
     env: &CniEnv,
     conf: &NetConf,
     netns: NetnsState,
-    obs: &mut dyn Observer,
-    exec: &mut dyn Executor,
-    ipam: &mut dyn Ipam,
+    io: Io,
 ) -> Result<Option<String>, CniError> {
     check_version_allows(plugin, conf, env.command)?;
-    let mut cx = Cx { env, conf, netns, obs, exec, ipam };
+    let Io { obs, exec, ipam, host_id } = io;
+    let mut cx = Cx { env, conf, netns, obs, exec, ipam, host_id };
     match env.command {
         Command::Add => {
             let result = plugin.add(&mut cx)?;

@@ -15,7 +15,7 @@ use ipcni::delegate::Delegator;
 use ipcni::exec::Recording;
 use ipcni::exec::observe::FixtureObserver;
 use ipcni::plan::{Netns, Op};
-use ipcni::skel::{NetnsState, dispatch};
+use ipcni::skel::{Io, NetnsState, dispatch};
 use ipcni::spec::{CniEnv, Command, NetConf};
 
 struct Case {
@@ -75,7 +75,8 @@ fn run(case: &Case, exec: &mut Recording, data_dir: &Path) -> (String, Result<Op
     };
     let mut obs = case.observed.clone();
     let mut ipam = Delegator::new(!matches!(env.command, Command::Del | Command::Gc));
-    let out = dispatch(plugin, &env, &conf, netns, &mut obs, exec, &mut ipam);
+    let io = Io { obs: &mut obs, exec, ipam: &mut ipam, host_id: "golden-host" };
+    let out = dispatch(plugin, &env, &conf, netns, io);
     let mut text = String::new();
     if !obs.asked.is_empty() {
         text.push_str("# observed:\n");

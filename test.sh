@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The whole test suite: installs what it needs, then formatting, lints, unit and golden
+# tests, and the kernel tests in throwaway network namespaces. Run as root.
+set -euo pipefail
+cd "$(dirname "$0")"
+scripts/deps.sh test
+rustup component add rustfmt clippy >/dev/null 2>&1 || true
+echo "== cargo fmt --check"
+cargo fmt --check
+echo "== cargo clippy"
+cargo clippy --all-targets --quiet -- -D warnings
+echo "== cargo test"
+cargo test --quiet 2>&1
+echo "== kernel tests"
+cargo build --release --quiet
+bin=$(mktemp -d /tmp/ipcni-bin.XXXXXX)
+trap 'rm -rf "$bin"' EXIT
+./target/release/ipcni install "$bin"
+IPCNI_BIN=$bin bash shell-tests/run.sh
