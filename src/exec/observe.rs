@@ -211,19 +211,19 @@ pub fn routes(
     Ok(rs.into_iter().map(|r| (r.dst, r.gateway)).collect())
 }
 
-/// Host-side operstate from sysfs: in the plugin's own namespace /sys/class/net is
-/// accurate, and reading one attribute costs no process (the wait polls it).
+/// A link's operstate. On the host side sysfs answers without a process (the wait polls
+/// it), but only when the mounted /sys belongs to this network namespace (a caller that
+/// entered the netns without remounting /sys sees another one), so a missing entry falls
+/// back to `ip -j`.
 pub fn operstate(ns: &Netns, dev: &str) -> Result<String, CniError> {
-    match ns {
-        Netns::Host => std::fs::read_to_string(format!("/sys/class/net/{dev}/operstate"))
-            .map(|s| s.trim().to_string())
-            .map_err(|e| CniError::io(format!("operstate of {dev}: {e}"))),
-        Netns::Container(_) => {
-            let link = link_addrs(&mut RealObserver::default(), ns, dev)?
-                .ok_or_else(|| CniError::io(format!("{dev} is gone")))?;
-            Ok(link.operstate.to_lowercase())
-        }
+    if *ns == Netns::Host
+        && let Ok(s) = std::fs::read_to_string(format!("/sys/class/net/{dev}/operstate"))
+    {
+        return Ok(s.trim().to_string());
     }
+    let link =
+        link_addrs(&mut RealObserver::default(), ns, dev)?.ok_or_else(|| CniError::io(format!("{dev} is gone")))?;
+    Ok(link.operstate.to_lowercase())
 }
 
 /// One table of `iptables -S`: its user chains and its rules, parsed into the rules

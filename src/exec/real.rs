@@ -6,6 +6,7 @@
 use std::fs::File;
 use std::io::Write;
 use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -21,30 +22,45 @@ pub struct RealExecutor {
 }
 
 /// Runs argv with optional stdin; returns stdout on success.
+///
+/// `nsenter --net=PATH CMD…` is carried out natively: the child joins PATH's network
+/// namespace with setns(2) between fork and exec, exactly what nsenter does, which saves
+/// one exec (≈1 ms) per container-side process. The command line in errors and in
+/// `--dry-run` stays the nsenter form, which does the same when pasted.
 pub fn run_process(argv: &[String], stdin: Option<&str>) -> Result<String, ProcessError> {
     let cmdline = argv.iter().map(|a| shell_quote(a)).collect::<Vec<_>>().join(" ");
-    let mut cmd = Command::new(&argv[0]);
-    cmd.args(&argv[1..])
+    let fail = |stderr: String| ProcessError { cmdline: cmdline.clone(), status: None, stderr };
+    let (netns, program_argv) = match (argv.first().map(String::as_str), argv.get(1)) {
+        (Some("nsenter"), Some(flag)) if flag.starts_with("--net=") && argv.len() > 2 => {
+            let path = &flag["--net=".len()..];
+            let file = File::open(path).map_err(|e| fail(format!("nsenter: cannot open {path}: {e}")))?;
+            (Some(file), &argv[2..])
+        }
+        _ => (None, argv),
+    };
+    let mut cmd = Command::new(&program_argv[0]);
+    cmd.args(&program_argv[1..])
         .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .env("LC_ALL", "C");
-    let mut child = cmd.spawn().map_err(|e| ProcessError {
-        cmdline: cmdline.clone(),
-        status: None,
-        stderr: format!("cannot start {}: {e}", argv[0]),
-    })?;
+    if let Some(file) = &netns {
+        let fd = file.as_raw_fd();
+        // SAFETY: only setns(2), an async-signal-safe syscall, runs between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::setns(fd, libc::CLONE_NEWNET) == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
+            });
+        }
+    }
+    let mut child = cmd.spawn().map_err(|e| fail(format!("cannot start {}: {e}", program_argv[0])))?;
     if let Some(input) = stdin {
         let mut pipe = child.stdin.take().expect("stdin is piped");
         // A tool that exits early closes its end; its stderr says why, so a write error
         // here is not the error to report.
         let _ = pipe.write_all(input.as_bytes());
     }
-    let out = child.wait_with_output().map_err(|e| ProcessError {
-        cmdline: cmdline.clone(),
-        status: None,
-        stderr: format!("waiting for {}: {e}", argv[0]),
-    })?;
+    let out = child.wait_with_output().map_err(|e| fail(format!("waiting for {}: {e}", program_argv[0])))?;
     if out.status.success() {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     } else {
