@@ -45,10 +45,10 @@ impl Plugin for HostLocalPlugin {
         "CNI host-local IPAM plugin (ipcni)"
     }
     fn add(&self, cx: &mut Cx) -> Result<CniResult, CniError> {
-        BuiltinIpam::add(self, cx.env, cx.conf, !cx.exec.is_real())
+        BuiltinIpam::add(self, cx.env, cx.conf, cx.dry_run)
     }
     fn del(&self, cx: &mut Cx) -> Result<(), CniError> {
-        if !cx.exec.is_real() {
+        if cx.dry_run {
             return Ok(());
         }
         BuiltinIpam::del(self, cx.env, cx.conf)
@@ -60,7 +60,7 @@ impl Plugin for HostLocalPlugin {
         BuiltinIpam::status(self, cx.env, cx.conf)
     }
     fn gc(&self, cx: &mut Cx) -> Result<(), CniError> {
-        if !cx.exec.is_real() {
+        if cx.dry_run {
             return Ok(());
         }
         BuiltinIpam::gc(self, cx.env, cx.conf)

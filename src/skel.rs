@@ -72,12 +72,14 @@ pub struct Cx<'a> {
     /// A per-host seed for derived MACs, so two hosts never derive the same bridge or
     /// container MAC for the same names (/etc/machine-id).
     pub host_id: &'a str,
+    /// A dry run: nothing may change, no lock is taken, nothing is reserved.
+    pub dry_run: bool,
 }
 
 impl Cx<'_> {
     /// A host-wide lock, or none when the executor changes nothing.
     pub fn lock(&self, name: &str) -> Result<Option<HostLock>, CniError> {
-        if self.exec.is_real() { HostLock::acquire(name).map(Some) } else { Ok(None) }
+        if self.dry_run { Ok(None) } else { HostLock::acquire(name).map(Some) }
     }
 
     /// The container namespace path; ADD and CHECK always have one.
@@ -269,7 +271,7 @@ fn run_inner(
     let mut obs = RealObserver::default();
     let mut ipam = Delegator::new(mode.is_dry());
     let host_id = read_host_id();
-    let io = Io { obs: &mut obs, exec, ipam: &mut ipam, host_id: &host_id };
+    let io = Io { obs: &mut obs, exec, ipam: &mut ipam, host_id: &host_id, dry_run: mode.is_dry() };
     let outcome = dispatch(plugin, &env, &conf, netns, io);
     if std::env::var_os("IPCNI_COUNT_PROCESSES").is_some() {
         crate::exec::log(&format!("processes: {}", real_exec.processes + obs.processes + ipam.processes));
@@ -318,6 +320,7 @@ pub struct Io<'a> {
     pub exec: &'a mut dyn Executor,
     pub ipam: &'a mut dyn Ipam,
     pub host_id: &'a str,
+    pub dry_run: bool,
 }
 
 /// Runs the command and renders a result (ADD only) in the config's version.
@@ -329,8 +332,8 @@ pub fn dispatch(
     io: Io,
 ) -> Result<Option<String>, CniError> {
     check_version_allows(plugin, conf, env.command)?;
-    let Io { obs, exec, ipam, host_id } = io;
-    let mut cx = Cx { env, conf, netns, obs, exec, ipam, host_id };
+    let Io { obs, exec, ipam, host_id, dry_run } = io;
+    let mut cx = Cx { env, conf, netns, obs, exec, ipam, host_id, dry_run };
     match env.command {
         Command::Add => {
             let result = plugin.add(&mut cx)?;

@@ -74,8 +74,11 @@ fn run(case: &Case, exec: &mut Recording, data_dir: &Path) -> (String, Result<Op
         (Some(p), _) => NetnsState::Present(p.clone()),
     };
     let mut obs = case.observed.clone();
-    let mut ipam = Delegator::new(!matches!(env.command, Command::Del | Command::Gc));
-    let io = Io { obs: &mut obs, exec, ipam: &mut ipam, host_id: "golden-host" };
+    // ADD plans as a dry run (nothing reserved); DEL, GC and CHECK act on the case's
+    // temp store so the listing shows what they released.
+    let dry_run = !matches!(env.command, Command::Del | Command::Gc | Command::Check);
+    let mut ipam = Delegator::new(dry_run);
+    let io = Io { obs: &mut obs, exec, ipam: &mut ipam, host_id: "golden-host", dry_run };
     let out = dispatch(plugin, &env, &conf, netns, io);
     let mut text = String::new();
     if !obs.asked.is_empty() {
@@ -97,7 +100,27 @@ fn render(case: &Case, data_dir: &Path) -> String {
         Ok(None) => text.push_str("# ok\n"),
         Err(e) => text.push_str(&format!("# error:\n{}\n", e.to_json(None))),
     }
+    text.push_str(&store_listing(data_dir));
     text.replace(&data_dir.display().to_string(), "@DATADIR@")
+}
+
+/// The host-local store after the run, when the case has one: what DEL and GC left.
+fn store_listing(data_dir: &Path) -> String {
+    let mut out = String::new();
+    let Ok(nets) = std::fs::read_dir(data_dir) else { return out };
+    for net in nets.flatten() {
+        let mut files: Vec<String> = std::fs::read_dir(net.path())
+            .unwrap()
+            .flatten()
+            .map(|f| {
+                let content = std::fs::read_to_string(f.path()).unwrap_or_default();
+                format!("#   {} = {:?}", f.file_name().to_string_lossy(), content)
+            })
+            .collect();
+        files.sort();
+        out.push_str(&format!("# store {}:\n{}\n", net.file_name().to_string_lossy(), files.join("\n")));
+    }
+    out
 }
 
 fn case_dirs() -> Vec<PathBuf> {
