@@ -9,6 +9,7 @@ pub mod names;
 pub mod plan;
 #[path = "../plugins/mod.rs"]
 pub mod plugins;
+pub mod runtime;
 pub mod skel;
 pub mod spec;
 pub mod validate;

@@ -296,7 +296,7 @@ fn run_inner(
         (Ok(result), Mode::DryRunJson) => {
             let result: serde_json::Value =
                 result.and_then(|r| serde_json::from_str(&r).ok()).unwrap_or(serde_json::Value::Null);
-            let v = serde_json::json!({"plan": dry.plan.to_json(), "result": result});
+            let v = serde_json::json!({"plan": dry.plan.to_json(), "shell": dry.plan.to_shell(), "result": result});
             Outcome {
                 stdout: serde_json::to_string_pretty(&v).expect("json") + "\n",
                 stderr: String::new(),
