@@ -50,7 +50,7 @@ struct RawConf {
 }
 
 /// The validated bridge configuration.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct BridgeConf {
     pub bridge: String,
     pub is_gateway: bool,
@@ -553,7 +553,7 @@ impl Plugin for Bridge {
         });
         if outcome.is_err()
             && conf.has_ipam
-            && let Err(e) = cx.ipam.del(cx.env, cx.conf)
+            && let Err(e) = cx.ipam.undo_add(cx.env, cx.conf)
         {
             crate::exec::log(&format!("releasing the address after a failed ADD: {e}"));
         }

@@ -10,9 +10,12 @@ pub struct HostLocalPlugin;
 
 impl BuiltinIpam for HostLocalPlugin {
     fn add(&self, env: &CniEnv, conf: &NetConf, dry_run: bool) -> Result<CniResult, CniError> {
+        self.add_tracked(env, conf, dry_run).map(|(r, _)| r)
+    }
+    fn add_tracked(&self, env: &CniEnv, conf: &NetConf, dry_run: bool) -> Result<(CniResult, bool), CniError> {
         conf.require_name()?;
         let hl = HostLocal::from_conf(conf, &env.args)?;
-        ipam::allocate(&hl, &env.container_id, &env.ifname, dry_run)
+        ipam::allocate_tracked(&hl, &env.container_id, &env.ifname, dry_run)
     }
     fn del(&self, env: &CniEnv, conf: &NetConf) -> Result<(), CniError> {
         conf.require_name()?;

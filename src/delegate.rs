@@ -12,6 +12,12 @@ use crate::spec::{CniEnv, CniError, CniResult, Command, NetConf, code};
 pub trait Ipam {
     fn add(&mut self, env: &CniEnv, conf: &NetConf) -> Result<CniResult, CniError>;
     fn del(&mut self, env: &CniEnv, conf: &NetConf) -> Result<(), CniError>;
+    /// After a failed ADD: releases what the last `add` reserved, but not addresses the
+    /// attachment already held before it (a repeated ADD of a live attachment must not
+    /// free its address for another container).
+    fn undo_add(&mut self, env: &CniEnv, conf: &NetConf) -> Result<(), CniError> {
+        self.del(env, conf)
+    }
     fn check(&mut self, env: &CniEnv, conf: &NetConf) -> Result<(), CniError>;
     fn status(&mut self, env: &CniEnv, conf: &NetConf) -> Result<(), CniError>;
     fn gc(&mut self, env: &CniEnv, conf: &NetConf) -> Result<(), CniError>;
@@ -20,6 +26,10 @@ pub trait Ipam {
 /// IPAM types ipcni implements in-process.
 pub trait BuiltinIpam: Sync {
     fn add(&self, env: &CniEnv, conf: &NetConf, dry_run: bool) -> Result<CniResult, CniError>;
+    /// Like `add`, also saying whether anything new was reserved.
+    fn add_tracked(&self, env: &CniEnv, conf: &NetConf, dry_run: bool) -> Result<(CniResult, bool), CniError> {
+        self.add(env, conf, dry_run).map(|r| (r, true))
+    }
     fn del(&self, env: &CniEnv, conf: &NetConf) -> Result<(), CniError>;
     fn check(&self, env: &CniEnv, conf: &NetConf) -> Result<(), CniError>;
     fn status(&self, env: &CniEnv, conf: &NetConf) -> Result<(), CniError>;
@@ -29,6 +39,9 @@ pub trait BuiltinIpam: Sync {
 #[derive(Debug, Default)]
 pub struct Delegator {
     dry_run: bool,
+    /// Whether the last ADD reserved anything (false when it returned what the
+    /// attachment already held).
+    last_add_fresh: bool,
     /// Processes started for delegation (for benchmarks).
     pub processes: usize,
 }
@@ -47,7 +60,7 @@ fn same_file(a: &std::path::Path, b: &std::path::Path) -> bool {
 
 impl Delegator {
     pub fn new(dry_run: bool) -> Delegator {
-        Delegator { dry_run, processes: 0 }
+        Delegator { dry_run, last_add_fresh: true, processes: 0 }
     }
 
     fn resolve(&self, env: &CniEnv, conf: &NetConf) -> Result<Target, CniError> {
@@ -114,8 +127,13 @@ impl Delegator {
 impl Ipam for Delegator {
     fn add(&mut self, env: &CniEnv, conf: &NetConf) -> Result<CniResult, CniError> {
         match self.resolve(env, conf)? {
-            Target::Builtin(b) => b.add(env, conf, self.dry_run),
+            Target::Builtin(b) => {
+                let (result, fresh) = b.add_tracked(env, conf, self.dry_run)?;
+                self.last_add_fresh = fresh;
+                Ok(result)
+            }
             Target::Binary(bin) => {
+                self.last_add_fresh = true;
                 let out = self.exec(&bin, env, conf, Command::Add)?;
                 let v: serde_json::Value = serde_json::from_str(&out).map_err(|e| {
                     CniError::decode(format!("IPAM plugin {} printed invalid JSON: {e}", bin.display()))
@@ -130,6 +148,9 @@ impl Ipam for Delegator {
             Target::Builtin(b) => b.del(env, conf),
             Target::Binary(bin) => self.exec(&bin, env, conf, Command::Del).map(|_| ()),
         }
+    }
+    fn undo_add(&mut self, env: &CniEnv, conf: &NetConf) -> Result<(), CniError> {
+        if self.last_add_fresh { self.del(env, conf) } else { Ok(()) }
     }
     fn check(&mut self, env: &CniEnv, conf: &NetConf) -> Result<(), CniError> {
         match self.resolve(env, conf)? {

@@ -71,6 +71,37 @@ pub fn plugin_type(t: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// A user-named iptables chain (`iptablesAdminChainName`, `externalSetMarkChain`): at
+/// most 28 bytes (the kernel's limit), one plain token that is not an option.
+pub fn iptables_chain(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("chain name is empty".into());
+    }
+    if name.starts_with('-') || name.starts_with('!') {
+        return Err(format!("chain name {name:?} starts with {:?}", &name[..1]));
+    }
+    if let Some(c) = name.chars().find(|&c| is_unsafe_char(c) || !c.is_ascii()) {
+        return Err(format!("chain name {name:?} contains {c:?}"));
+    }
+    if name.len() > 28 {
+        return Err(format!("chain name {name:?} is longer than 28 bytes"));
+    }
+    Ok(())
+}
+
+/// One token of a user-given rule fragment (portmap `conditionsV4`/`conditionsV6`),
+/// written as is into an iptables-restore or nft script: it may be an option (`-s`, `!`)
+/// but can never end the line, quote, comment or open a block.
+pub fn rule_token(tok: &str) -> Result<(), String> {
+    if tok.is_empty() {
+        return Err("empty token".into());
+    }
+    if let Some(c) = tok.chars().find(|&c| is_unsafe_char(c)) {
+        return Err(format!("token {tok:?} contains {c:?}"));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

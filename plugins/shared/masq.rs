@@ -60,6 +60,7 @@ fn iptables_setup(family: Family, chain: &str, comment: &str, addrs: &[IpNetwork
                 dst_negated: false,
                 comment: Some(comment.to_string()),
                 target: IptTarget::Accept,
+                ..IptRule::default()
             },
         });
     }
@@ -71,6 +72,7 @@ fn iptables_setup(family: Family, chain: &str, comment: &str, addrs: &[IpNetwork
             dst_negated: true,
             comment: Some(comment.to_string()),
             target: IptTarget::Masquerade,
+            ..IptRule::default()
         },
     });
     for a in addrs {
@@ -83,6 +85,7 @@ fn iptables_setup(family: Family, chain: &str, comment: &str, addrs: &[IpNetwork
                 dst_negated: false,
                 comment: Some(comment.to_string()),
                 target: IptTarget::Jump(chain.to_string()),
+                ..IptRule::default()
             },
         });
     }
@@ -123,6 +126,7 @@ pub fn plan_setup(
                         dst_negated: false,
                         comment: Some(comment.clone()),
                         target: IptTarget::Jump(chain.clone()),
+                        ..IptRule::default()
                     })
                     .collect();
                 plan.push(&Netns::Host, Op::Firewall(iptables_setup(family, &chain, &comment, &fam)))

@@ -2,3 +2,4 @@
 
 pub mod iface;
 pub mod masq;
+pub mod sublink;

@@ -6,6 +6,7 @@
 pub mod lock;
 pub mod observe;
 pub mod real;
+pub mod state;
 
 use std::fmt;
 
@@ -118,7 +119,10 @@ pub fn apply(exec: &mut dyn Executor, plan: &Plan) -> Result<(), CniError> {
 fn undo_steps(done: &[Step]) -> Vec<Step> {
     done.iter()
         .rev()
-        .filter_map(|s| s.undo.clone().map(|op| Step { ns: s.ns.clone(), op, tolerate: Tolerate::Any, undo: None }))
+        .filter_map(|s| {
+            let ns = s.undo_ns.clone().unwrap_or_else(|| s.ns.clone());
+            s.undo.clone().map(|op| Step { ns, op, tolerate: Tolerate::Any, undo: None, undo_ns: None })
+        })
         .collect()
 }
 
@@ -187,6 +191,8 @@ pub fn undo_of(op: &Op) -> Option<Op> {
         Op::LinkAdd(l) => Some(Op::LinkDel { dev: l.name().to_string() }),
         Op::AddrAdd { dev, addr } => Some(Op::AddrDel { dev: dev.clone(), addr: *addr }),
         Op::RouteAdd { route, .. } => Some(Op::RouteDel { route: route.clone() }),
+        Op::FdbAppend { dev, mac, dst } => Some(Op::FdbDel { dev: dev.clone(), mac: mac.clone(), dst: *dst }),
+        Op::StateWrite { path, .. } => Some(Op::StateRemove { path: path.clone() }),
         _ => None,
     }
 }

@@ -8,7 +8,9 @@ use serde::Deserialize;
 
 use super::real::run_process;
 use super::{FailureKind, ProcessError};
-use crate::plan::firewall::{Family, IptRule, IptTarget, NftFamily, NftTable};
+use crate::plan::firewall::{
+    AddrType, CtState, Family, IfaceMatch, IptRule, IptTarget, L4Proto, Mark, NftTable, PortRange,
+};
 use crate::plan::{Netns, shell_quote};
 use crate::spec::{CniError, code};
 
@@ -39,6 +41,74 @@ impl Query {
 pub trait Observer {
     /// Runs the query. Ok(None) means the object is absent (the tool said so).
     fn query(&mut self, q: &Query) -> Result<Option<String>, CniError>;
+
+    /// A host file's contents (sysfs, ipcni's own state); Ok(None) when it does not
+    /// exist. By default asked as `cat PATH`, so a fixture answers it like a command;
+    /// the real observer reads it in-process.
+    fn read_file(&mut self, path: &std::path::Path) -> Result<Option<String>, CniError> {
+        self.query(&Query::new(&Netns::Host, &["cat", &path.display().to_string()]))
+    }
+
+    /// A host directory's entry names in byte order; Ok(None) when it does not exist.
+    /// By default asked as `ls -1 PATH`.
+    fn list_dir(&mut self, path: &std::path::Path) -> Result<Option<Vec<String>>, CniError> {
+        let out = self.query(&Query::new(&Netns::Host, &["ls", "-1", &path.display().to_string()]))?;
+        Ok(out.map(|o| o.lines().filter(|l| !l.is_empty()).map(str::to_string).collect()))
+    }
+
+    /// A symlink's target as stored; Ok(None) when there is no such link. By default
+    /// asked as `readlink PATH`.
+    fn read_link(&mut self, path: &std::path::Path) -> Result<Option<String>, CniError> {
+        let out = self.query(&Query::new(&Netns::Host, &["readlink", &path.display().to_string()]))?;
+        Ok(out.map(|o| o.trim_end_matches('\n').to_string()))
+    }
+
+    /// A sysctl's current value in `ns`, `path` being its components under /proc/sys
+    /// (so interface names with dots stay whole); Ok(None) when it does not exist. By
+    /// default asked as `cat /proc/sys/…` in `ns`; the real observer reads it in-process.
+    fn read_sysctl(&mut self, ns: &Netns, path: &[String]) -> Result<Option<String>, CniError> {
+        self.query(&Query::new(ns, &["cat", &sysctl_path(path).display().to_string()]))
+    }
+}
+
+fn sysctl_path(path: &[String]) -> std::path::PathBuf {
+    let mut p = std::path::PathBuf::from("/proc/sys");
+    p.extend(path);
+    p
+}
+
+/// Reads a file of /proc/sys/net as `ns` sees it: container side from a short-lived
+/// thread that joined the namespace (setns(CLONE_NEWNET) is per thread, and /proc/sys/net
+/// shows the namespace of the thread that opens it).
+fn read_in_netns(ns: &Netns, path: &std::path::Path) -> Result<Option<String>, CniError> {
+    let read = || absent_or(std::fs::read_to_string(path), path);
+    match ns {
+        Netns::Host => read(),
+        Netns::Container(nspath) => std::thread::scope(|s| {
+            s.spawn(|| {
+                use std::os::fd::AsRawFd;
+                let f = std::fs::File::open(nspath).map_err(|e| CniError::io(format!("{}: {e}", nspath.display())))?;
+                // SAFETY: setns on a valid fd; only this thread changes namespace and it
+                // ends right after the read.
+                if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                    let e = std::io::Error::last_os_error();
+                    return Err(CniError::io(format!("setns {}: {e}", nspath.display())));
+                }
+                read()
+            })
+            .join()
+            .unwrap_or_else(|_| Err(CniError::internal("sysctl reader thread panicked")))
+        }),
+    }
+}
+
+/// An io::Error of an in-process read: "not found" is absence, anything else fails.
+fn absent_or<T>(r: std::io::Result<T>, path: &std::path::Path) -> Result<Option<T>, CniError> {
+    match r {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory) => Ok(None),
+        Err(e) => Err(CniError::io(format!("{}: {e}", path.display()))),
+    }
 }
 
 #[derive(Debug, Default)]
@@ -60,6 +130,30 @@ impl Observer for RealObserver {
             Err(e) if FailureKind::classify(&e.stderr) == FailureKind::Missing => Ok(None),
             Err(e) => Err(observe_error(e)),
         }
+    }
+
+    fn read_file(&mut self, path: &std::path::Path) -> Result<Option<String>, CniError> {
+        absent_or(std::fs::read_to_string(path), path)
+    }
+
+    fn list_dir(&mut self, path: &std::path::Path) -> Result<Option<Vec<String>>, CniError> {
+        let entries = absent_or(std::fs::read_dir(path), path)?;
+        let Some(entries) = entries else { return Ok(None) };
+        let mut names = Vec::new();
+        for e in entries {
+            let e = e.map_err(|e| CniError::io(format!("{}: {e}", path.display())))?;
+            names.push(e.file_name().to_string_lossy().into_owned());
+        }
+        names.sort();
+        Ok(Some(names))
+    }
+
+    fn read_link(&mut self, path: &std::path::Path) -> Result<Option<String>, CniError> {
+        Ok(absent_or(std::fs::read_link(path), path)?.map(|p| p.display().to_string()))
+    }
+
+    fn read_sysctl(&mut self, ns: &Netns, path: &[String]) -> Result<Option<String>, CniError> {
+        read_in_netns(ns, &sysctl_path(path))
     }
 }
 
@@ -157,6 +251,12 @@ pub struct Link {
     pub linkinfo: Option<LinkKind>,
     #[serde(default)]
     pub addr_info: Vec<AddrInfo>,
+    /// The link's alias (`ip link set … alias`); host-device keeps the original name there.
+    #[serde(default)]
+    pub ifalias: Option<String>,
+    /// The transmit queue length (`txqueuelen`).
+    #[serde(default)]
+    pub txqlen: Option<u32>,
 }
 
 impl Link {
@@ -190,6 +290,33 @@ pub fn bridge_ports(obs: &mut dyn Observer, ns: &Netns, bridge: &str) -> Result<
     parse_links(&out, &q.key())
 }
 
+/// `ip -j -d link show`: every link of the namespace.
+pub fn links(obs: &mut dyn Observer, ns: &Netns) -> Result<Vec<Link>, CniError> {
+    let q = Query::new(ns, &["ip", "-j", "-d", "link", "show"]);
+    let Some(out) = obs.query(&q)? else { return Ok(Vec::new()) };
+    parse_links(&out, &q.key())
+}
+
+/// One entry of `bridge -j fdb show`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct FdbEntry {
+    pub mac: String,
+    /// The remote VTEP of a VXLAN entry.
+    #[serde(default)]
+    pub dst: Option<String>,
+    #[serde(default)]
+    pub master: Option<String>,
+}
+
+/// `bridge -j fdb show dev DEV`: the forwarding entries of one device (None: no device).
+pub fn fdb(obs: &mut dyn Observer, ns: &Netns, dev: &str) -> Result<Option<Vec<FdbEntry>>, CniError> {
+    let q = Query::new(ns, &["bridge", "-j", "fdb", "show", "dev", dev]);
+    let Some(out) = obs.query(&q)? else { return Ok(None) };
+    let entries = serde_json::from_str(&out)
+        .map_err(|e| CniError::new(code::COMMAND_FAILED, format!("{}: unexpected output: {e}", q.key())))?;
+    Ok(Some(entries))
+}
+
 /// `ip -j route show dev DEV` in one family, as (dst, gateway) pairs.
 pub fn routes(
     obs: &mut dyn Observer,
@@ -209,6 +336,119 @@ pub fn routes(
     let rs: Vec<R> =
         serde_json::from_str(&out).map_err(|e| CniError::new(code::COMMAND_FAILED, format!("{}: {e}", q.key())))?;
     Ok(rs.into_iter().map(|r| (r.dst, r.gateway)).collect())
+}
+
+/// One qdisc of `tc -j qdisc show dev DEV`; for tbf, `options` has `rate` (bytes/s),
+/// `burst` (bytes) and `lat` (µs).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct QdiscInfo {
+    pub kind: String,
+    #[serde(default)]
+    pub handle: String,
+    #[serde(default)]
+    pub root: bool,
+    #[serde(default)]
+    pub parent: Option<String>,
+    #[serde(default)]
+    pub options: serde_json::Value,
+}
+
+/// `tc -j qdisc show dev DEV`: the device's qdiscs, or None when there is no such device.
+pub fn qdiscs(obs: &mut dyn Observer, ns: &Netns, dev: &str) -> Result<Option<Vec<QdiscInfo>>, CniError> {
+    let q = Query::new(ns, &["tc", "-j", "qdisc", "show", "dev", dev]);
+    let Some(out) = obs.query(&q)? else { return Ok(None) };
+    let list = serde_json::from_str(&out)
+        .map_err(|e| CniError::new(code::COMMAND_FAILED, format!("{}: unexpected output: {e}", q.key())))?;
+    Ok(Some(list))
+}
+
+/// One policy routing rule of `ip -N -j rule show` (numeric tables).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct RuleInfo {
+    #[serde(default)]
+    pub priority: Option<u32>,
+    /// An address, or "all".
+    #[serde(default)]
+    pub src: String,
+    /// The source prefix length when it is not the full address.
+    #[serde(default)]
+    pub srclen: Option<u8>,
+    /// The table, numeric (`-N`); absent for rules that only jump or return.
+    #[serde(default)]
+    pub table: Option<String>,
+}
+
+impl RuleInfo {
+    /// The source as a prefix; None for "all".
+    pub fn src_net(&self) -> Option<ipnetwork::IpNetwork> {
+        let ip: std::net::IpAddr = self.src.parse().ok()?;
+        let len = self.srclen.unwrap_or(if ip.is_ipv4() { 32 } else { 128 });
+        ipnetwork::IpNetwork::new(ip, len).ok()
+    }
+    pub fn table_id(&self) -> Option<u32> {
+        self.table.as_deref()?.parse().ok()
+    }
+}
+
+/// `ip -N -j -4|-6 rule show`: the rules of one family (`ip rule` lists IPv4 unless told).
+pub fn rules(obs: &mut dyn Observer, ns: &Netns, v6: bool) -> Result<Vec<RuleInfo>, CniError> {
+    let q = Query::new(ns, &["ip", "-N", "-j", if v6 { "-6" } else { "-4" }, "rule", "show"]);
+    let Some(out) = obs.query(&q)? else { return Ok(Vec::new()) };
+    serde_json::from_str(&out).map_err(|e| CniError::new(code::COMMAND_FAILED, format!("{}: {e}", q.key())))
+}
+
+/// One route of `ip -N -j route show table all` (numeric table, scope, protocol, type).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct RouteInfo {
+    /// "default" or an address with an optional /len.
+    pub dst: String,
+    /// The route type, numeric; absent for unicast.
+    #[serde(default, rename = "type")]
+    pub kind: Option<String>,
+    #[serde(default)]
+    pub gateway: Option<String>,
+    #[serde(default)]
+    pub dev: Option<String>,
+    /// Absent for the main table.
+    #[serde(default)]
+    pub table: Option<String>,
+    #[serde(default)]
+    pub scope: Option<String>,
+    #[serde(default)]
+    pub prefsrc: Option<String>,
+    #[serde(default)]
+    pub metric: Option<u32>,
+}
+
+impl RouteInfo {
+    /// The routing table's id (main when the listing leaves it out).
+    pub fn table_id(&self) -> Option<u32> {
+        match self.table.as_deref() {
+            None => Some(254),
+            Some(t) => t.parse().ok(),
+        }
+    }
+    pub fn is_unicast(&self) -> bool {
+        matches!(self.kind.as_deref(), None | Some("1"))
+    }
+    /// The destination as a prefix, given the family of the listing.
+    pub fn dst_net(&self, v6: bool) -> Option<ipnetwork::IpNetwork> {
+        if self.dst == "default" {
+            return Some(if v6 { "::/0".parse().ok()? } else { "0.0.0.0/0".parse().ok()? });
+        }
+        if self.dst.contains('/') {
+            return self.dst.parse().ok();
+        }
+        let ip: std::net::IpAddr = self.dst.parse().ok()?;
+        ipnetwork::IpNetwork::new(ip, if ip.is_ipv4() { 32 } else { 128 }).ok()
+    }
+}
+
+/// `ip -N -j -4|-6 route show table all`: every route of one family, in every table.
+pub fn all_routes(obs: &mut dyn Observer, ns: &Netns, v6: bool) -> Result<Vec<RouteInfo>, CniError> {
+    let q = Query::new(ns, &["ip", "-N", "-j", if v6 { "-6" } else { "-4" }, "route", "show", "table", "all"]);
+    let Some(out) = obs.query(&q)? else { return Ok(Vec::new()) };
+    serde_json::from_str(&out).map_err(|e| CniError::new(code::COMMAND_FAILED, format!("{}: {e}", q.key())))
 }
 
 /// A link's operstate. On the host side sysfs answers without a process (the wait polls
@@ -233,6 +473,8 @@ pub fn operstate(ns: &Netns, dev: &str) -> Result<String, CniError> {
 pub struct IptTable {
     pub chains: Vec<String>,
     pub rules: Vec<(String, Option<IptRule>)>,
+    /// Every rule as (chain, spec) exactly as printed, parsed or not, in order.
+    pub raw: Vec<(String, String)>,
 }
 
 impl IptTable {
@@ -256,13 +498,14 @@ pub fn iptables_table(obs: &mut dyn Observer, family: Family, table: &str) -> Re
         } else if let Some(rest) = line.strip_prefix("-A ") {
             let (chain, spec) = rest.split_once(' ').unwrap_or((rest, ""));
             t.rules.push((chain.to_string(), parse_ipt_rule(spec)));
+            t.raw.push((chain.to_string(), spec.to_string()));
         }
     }
     Ok(Some(t))
 }
 
 /// Splits an `iptables -S` line into words, honouring its double quotes and escapes.
-fn ipt_words(s: &str) -> Option<Vec<String>> {
+pub fn ipt_words(s: &str) -> Option<Vec<String>> {
     let mut words = Vec::new();
     let mut chars = s.chars().peekable();
     loop {
@@ -296,31 +539,64 @@ fn ipt_words(s: &str) -> Option<Vec<String>> {
 
 pub fn parse_ipt_rule(spec: &str) -> Option<IptRule> {
     let words = ipt_words(spec)?;
-    let mut rule = IptRule { src: None, dst: None, dst_negated: false, comment: None, target: IptTarget::Accept };
+    let mut rule = IptRule::default();
     let mut target = None;
+    // A target whose parameters follow it (`-j DNAT --to-destination …`).
+    let mut pending: Option<&str> = None;
     let mut i = 0;
     let mut negate = false;
     while i < words.len() {
+        let next = words.get(i + 1)?;
         match words[i].as_str() {
             "!" => {
                 negate = true;
                 i += 1;
                 continue;
             }
-            "-s" if !negate => rule.src = Some(words.get(i + 1)?.parse().ok()?),
+            "-s" if !negate => rule.src = Some(next.parse().ok()?),
             "-d" => {
-                rule.dst = Some(words.get(i + 1)?.parse().ok()?);
+                rule.dst = Some(next.parse().ok()?);
                 rule.dst_negated = negate;
             }
-            "-m" if words.get(i + 1)? == "comment" => {}
-            "--comment" => rule.comment = Some(words.get(i + 1)?.clone()),
+            "-i" => rule.in_iface = Some(IfaceMatch { name: next.clone(), negated: negate }),
+            "-o" => rule.out_iface = Some(IfaceMatch { name: next.clone(), negated: negate }),
+            "-p" if !negate => rule.protocol = Some(L4Proto::parse(next)?),
+            "-m" if !negate
+                && matches!(
+                    next.as_str(),
+                    "comment" | "tcp" | "udp" | "sctp" | "multiport" | "addrtype" | "conntrack" | "mark"
+                ) => {}
+            "--comment" => rule.comment = Some(next.clone()),
+            "--sport" if !negate => rule.sport = Some(PortRange::parse(next)?),
+            "--dport" if !negate => rule.dport = Some(PortRange::parse(next)?),
+            "--dports" if !negate => {
+                rule.multiport_dports = Some(next.split(',').map(|p| p.parse().ok()).collect::<Option<Vec<u16>>>()?)
+            }
+            "--dst-type" if !negate && next == "LOCAL" => rule.addrtype_dst = Some(AddrType::Local),
+            "--ctstate" if !negate => {
+                rule.ctstate = Some(next.split(',').map(CtState::parse).collect::<Option<Vec<_>>>()?)
+            }
+            "--mark" if !negate => rule.mark = Some(Mark::parse(next)?),
             "-j" => {
-                target = Some(match words.get(i + 1)?.as_str() {
-                    "ACCEPT" => IptTarget::Accept,
-                    "RETURN" => IptTarget::Return,
-                    "MASQUERADE" => IptTarget::Masquerade,
-                    c => IptTarget::Jump(c.to_string()),
-                })
+                target = match next.as_str() {
+                    "ACCEPT" => Some(IptTarget::Accept),
+                    "RETURN" => Some(IptTarget::Return),
+                    "MASQUERADE" => Some(IptTarget::Masquerade),
+                    "DROP" => Some(IptTarget::Drop),
+                    "DNAT" | "MARK" => {
+                        pending = Some(if next == "DNAT" { "DNAT" } else { "MARK" });
+                        None
+                    }
+                    c => Some(IptTarget::Jump(c.to_string())),
+                }
+            }
+            "--to-destination" if pending == Some("DNAT") => {
+                target = Some(IptTarget::Dnat(next.parse().ok()?));
+                pending = None;
+            }
+            "--set-xmark" if pending == Some("MARK") => {
+                target = Some(IptTarget::SetXmark(Mark::parse(next)?));
+                pending = None;
             }
             _ => return None,
         }
@@ -340,11 +616,7 @@ pub struct NftRuleInfo {
 
 /// `nft -j list table FAMILY T`: the rules with their handles and comments.
 pub fn nft_table_rules(obs: &mut dyn Observer, table: &NftTable) -> Result<Option<Vec<NftRuleInfo>>, CniError> {
-    let fam = match table.family {
-        NftFamily::Inet => "inet",
-        NftFamily::Bridge => "bridge",
-    };
-    let q = Query::new(&Netns::Host, &["nft", "-j", "list", "table", fam, &table.name]);
+    let q = Query::new(&Netns::Host, &["nft", "-j", "list", "table", table.family.as_str(), &table.name]);
     let Some(out) = obs.query(&q)? else { return Ok(None) };
     let v: serde_json::Value =
         serde_json::from_str(&out).map_err(|e| CniError::new(code::COMMAND_FAILED, format!("{}: {e}", q.key())))?;
@@ -362,6 +634,20 @@ pub fn nft_table_rules(obs: &mut dyn Observer, table: &NftTable) -> Result<Optio
             })
             .collect(),
     ))
+}
+
+/// `ip -j route get ADDR`: the device the namespace routes ADDR through (None: no route).
+pub fn route_get_dev(obs: &mut dyn Observer, ns: &Netns, addr: std::net::IpAddr) -> Result<Option<String>, CniError> {
+    #[derive(Deserialize)]
+    struct R {
+        #[serde(default)]
+        dev: Option<String>,
+    }
+    let q = Query::new(ns, &["ip", "-j", "route", "get", &addr.to_string()]);
+    let Some(out) = obs.query(&q)? else { return Ok(None) };
+    let rs: Vec<R> =
+        serde_json::from_str(&out).map_err(|e| CniError::new(code::COMMAND_FAILED, format!("{}: {e}", q.key())))?;
+    Ok(rs.into_iter().find_map(|r| r.dev))
 }
 
 /// Whether a backend answers at all: `iptables -w -t filter -S INPUT` / `nft list tables`.
@@ -387,7 +673,32 @@ mod tests {
         assert_eq!(r.spec().trim(), line);
         let neg = parse_ipt_rule(r#"! -d 224.0.0.0/4 -j MASQUERADE"#).unwrap();
         assert!(neg.dst_negated);
-        assert!(parse_ipt_rule("-p tcp --dport 80 -j ACCEPT").is_none());
+        assert!(parse_ipt_rule("-m set --match-set x src -j ACCEPT").is_none());
+        assert!(parse_ipt_rule("! -p tcp -j ACCEPT").is_none());
+        assert!(parse_ipt_rule("-j DNAT").is_none());
+    }
+
+    #[test]
+    fn portmap_and_firewall_rules_round_trip_as_iptables_prints_them() {
+        // Lines as iptables 1.8.9 -S printed them for rules the reference plugins write.
+        for line in [
+            "-s 10.88.0.0/24 -p tcp -m tcp --dport 8080 -j CNI-HOSTPORT-SETMARK",
+            "-d 192.168.1.1/32 -p tcp -m tcp --dport 8080 -j DNAT --to-destination 10.88.0.2:80",
+            "-p sctp -m sctp --dport 8080 -j DNAT --to-destination [fd00::2]:80",
+            r#"-p tcp -m comment --comment "dnat name: \"net\" id: \"c1\"" -m multiport --dports 8080,8081 -j CNI-DN-abc"#,
+            "-m addrtype --dst-type LOCAL -j CNI-HOSTPORT-DNAT",
+            "-m mark --mark 0x2000/0x2000 -j MASQUERADE",
+            r#"-m comment --comment "CNI portfwd masquerade mark" -j MARK --set-xmark 0x2000/0x2000"#,
+            "-d 10.88.0.2/32 -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
+            r#"-i cni0 ! -o cni0 -m comment --comment "CNI firewall plugin rules (ingressPolicy: same-bridge)" -j CNI-ISOLATION-STAGE-2"#,
+            "-o cni0 -j DROP",
+        ] {
+            let r = parse_ipt_rule(line).unwrap_or_else(|| panic!("{line}"));
+            assert_eq!(r.spec().trim(), line);
+        }
+        // An unquoted one-word comment parses the same.
+        let r = parse_ipt_rule("-m comment --comment x -j RETURN").unwrap();
+        assert_eq!(r.comment.as_deref(), Some("x"));
     }
 
     #[test]

@@ -28,6 +28,13 @@ pub struct RealExecutor {
 /// one exec (≈1 ms) per container-side process. The command line in errors and in
 /// `--dry-run` stays the nsenter form, which does the same when pasted.
 pub fn run_process(argv: &[String], stdin: Option<&str>) -> Result<String, ProcessError> {
+    run_process_with(argv, stdin, false)
+}
+
+/// `run_process`; with `host_netns_fd` the child also gets fd `plan::HOST_NETNS_FD` open on
+/// this process's own network namespace, for steps that move a link back to it from a
+/// container namespace (`netns /proc/self/fd/3`).
+pub fn run_process_with(argv: &[String], stdin: Option<&str>, host_netns_fd: bool) -> Result<String, ProcessError> {
     let cmdline = argv.iter().map(|a| shell_quote(a)).collect::<Vec<_>>().join(" ");
     let fail = |stderr: String| ProcessError { cmdline: cmdline.clone(), status: None, stderr };
     let (netns, program_argv) = match (argv.first().map(String::as_str), argv.get(1)) {
@@ -50,6 +57,24 @@ pub fn run_process(argv: &[String], stdin: Option<&str>) -> Result<String, Proce
         unsafe {
             cmd.pre_exec(move || {
                 if libc::setns(fd, libc::CLONE_NEWNET) == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
+            });
+        }
+    }
+    // Opened here, in the plugin's own namespace; the child sees it at HOST_NETNS_FD even
+    // after it joined a container namespace above (the closures run in order).
+    let own_netns = match host_netns_fd {
+        true => Some(File::open("/proc/self/ns/net").map_err(|e| fail(format!("/proc/self/ns/net: {e}")))?),
+        false => None,
+    };
+    if let Some(file) = &own_netns {
+        let fd = file.as_raw_fd();
+        let target = crate::plan::HOST_NETNS_FD;
+        // SAFETY: only dup2(2) or fcntl(2), async-signal-safe, run between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                // dup2 onto itself would keep close-on-exec; clear it instead.
+                let rc = if fd == target { libc::fcntl(fd, libc::F_SETFD, 0) } else { libc::dup2(fd, target) };
+                if rc < 0 { Err(std::io::Error::last_os_error()) } else { Ok(()) }
             });
         }
     }
@@ -112,12 +137,17 @@ impl RealExecutor {
         let mut start = 0;
         while start < steps.len() {
             let batch = &steps[start..];
-            let program = if tool == Tool::Ip { "ip" } else { "bridge" };
+            let program = match tool {
+                Tool::Ip => "ip",
+                Tool::Tc => "tc",
+                _ => "bridge",
+            };
             let mut argv = ns_prefix(&batch[0].ns);
             argv.extend([program.to_string(), "-batch".into(), "-".into()]);
             let script: String = batch.iter().map(|s| s.rendered().batch_line() + "\n").collect();
             self.processes += 1;
-            match run_process(&argv, Some(&script)) {
+            let host_fd = batch.iter().any(|s| s.rendered().host_netns_fd);
+            match run_process_with(&argv, Some(&script), host_fd) {
                 Ok(_) => return Ok(()),
                 Err(e) => {
                     // Lines before the failing one took effect; the batch stopped there.
@@ -163,9 +193,16 @@ impl RealExecutor {
                 self.processes += 1;
                 run_process(&r.argv(), r.stdin.as_deref()).map(|_| ())
             }
+            (Op::StateWrite { path, contents }, _) => super::state::write_atomic(path, contents)
+                .map_err(|e| ProcessError { cmdline: r.to_shell(), status: None, stderr: e.to_string() }),
+            (Op::StateRemove { path }, _) => super::state::remove(path).map_err(|e| ProcessError {
+                cmdline: r.to_shell(),
+                status: None,
+                stderr: e.to_string(),
+            }),
             _ => {
                 self.processes += 1;
-                run_process(&r.argv(), r.stdin.as_deref()).map(|_| ())
+                run_process_with(&r.argv(), r.stdin.as_deref(), r.host_netns_fd).map(|_| ())
             }
         }
     }
@@ -256,7 +293,7 @@ impl Executor for RealExecutor {
         let mut i = 0;
         while i < steps.len() {
             let tool = steps[i].rendered().tool;
-            if matches!(tool, Tool::Ip | Tool::Bridge) {
+            if matches!(tool, Tool::Ip | Tool::Bridge | Tool::Tc) {
                 let ns = &steps[i].ns;
                 let end = steps[i..]
                     .iter()

@@ -140,6 +140,18 @@ impl<'a> Alloc<'a> {
 /// (no reservation, no `last_reserved_ip`, no directory); the lock is taken if the
 /// directory exists.
 pub fn allocate(hl: &HostLocal, container_id: &str, ifname: &str, dry_run: bool) -> Result<CniResult, CniError> {
+    allocate_tracked(hl, container_id, ifname, dry_run).map(|(r, _)| r)
+}
+
+/// [`allocate`], also saying whether this call reserved anything new (false when the
+/// attachment already held its addresses): a caller that fails later must release only
+/// what it reserved, never a live attachment's addresses.
+pub fn allocate_tracked(
+    hl: &HostLocal,
+    container_id: &str,
+    ifname: &str,
+    dry_run: bool,
+) -> Result<(CniResult, bool), CniError> {
     validate::container_id(container_id).map_err(|e| CniError::invalid_env(format!("CNI_CONTAINERID: {e}")))?;
     validate::ifname(ifname).map_err(|e| CniError::invalid_env(format!("CNI_IFNAME: {e}")))?;
     let dir = hl.store.path();
@@ -162,7 +174,8 @@ pub fn allocate(hl: &HostLocal, container_id: &str, ifname: &str, dry_run: bool)
             }
         }
     }
-    Ok(CniResult { interfaces: Vec::new(), ips, routes: hl.routes.clone(), dns: hl.dns.clone() })
+    let fresh = !alloc.created.is_empty();
+    Ok((CniResult { interfaces: Vec::new(), ips, routes: hl.routes.clone(), dns: hl.dns.clone() }, fresh))
 }
 
 fn not_available(msg: String) -> CniError {

@@ -22,7 +22,7 @@ mod store;
 #[cfg(test)]
 mod tests;
 
-pub use allocator::{allocate, status};
+pub use allocator::{allocate, allocate_tracked, status};
 pub use cleanup::{check, gc, release};
 pub use config::{DEFAULT_DATA_DIR, HostLocal, StoreDir, parse_resolv_conf, read_resolv_conf};
 pub use range::{Range, RangeSet};

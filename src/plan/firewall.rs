@@ -2,7 +2,7 @@
 //! script or an `nft -f -` script, never one process per rule.
 
 use std::fmt::Write;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use ipnetwork::IpNetwork;
 use serde::Serialize;
@@ -26,16 +26,141 @@ impl Family {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 #[serde(tag = "target", content = "chain", rename_all = "lowercase")]
 pub enum IptTarget {
+    #[default]
     Accept,
     Return,
     Masquerade,
     Jump(String),
+    Drop,
+    /// `-j DNAT --to-destination ADDR:PORT` (`[ADDR]:PORT` for IPv6).
+    Dnat(SocketAddr),
+    /// `-j MARK --set-xmark VALUE/MASK`.
+    SetXmark(Mark),
 }
 
+/// A layer-4 protocol of a port match (`-p`, nft `tcp dport`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum L4Proto {
+    Tcp,
+    Udp,
+    Sctp,
+}
+
+impl L4Proto {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            L4Proto::Tcp => "tcp",
+            L4Proto::Udp => "udp",
+            L4Proto::Sctp => "sctp",
+        }
+    }
+    /// `tcp`, `udp` or `sctp`, in any case.
+    pub fn parse(s: &str) -> Option<L4Proto> {
+        match s.to_ascii_lowercase().as_str() {
+            "tcp" => Some(L4Proto::Tcp),
+            "udp" => Some(L4Proto::Udp),
+            "sctp" => Some(L4Proto::Sctp),
+            _ => None,
+        }
+    }
+}
+
+/// `[!] -i NAME` / `[!] -o NAME`; the name is a validated interface name.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct IfaceMatch {
+    pub name: String,
+    pub negated: bool,
+}
+
+/// A port or an inclusive range (`80`, `8000:8080`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct PortRange {
+    pub first: u16,
+    pub last: u16,
+}
+
+impl PortRange {
+    pub fn single(port: u16) -> PortRange {
+        PortRange { first: port, last: port }
+    }
+    pub fn parse(s: &str) -> Option<PortRange> {
+        match s.split_once(':') {
+            None => Some(PortRange::single(s.parse().ok()?)),
+            Some((a, b)) => Some(PortRange { first: a.parse().ok()?, last: b.parse().ok()? }),
+        }
+    }
+}
+
+impl std::fmt::Display for PortRange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.first == self.last { write!(f, "{}", self.first) } else { write!(f, "{}:{}", self.first, self.last) }
+    }
+}
+
+/// A conntrack state of `-m conntrack --ctstate`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum CtState {
+    // In the order iptables prints them.
+    Invalid,
+    New,
+    Related,
+    Established,
+    Untracked,
+}
+
+impl CtState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CtState::Invalid => "INVALID",
+            CtState::New => "NEW",
+            CtState::Related => "RELATED",
+            CtState::Established => "ESTABLISHED",
+            CtState::Untracked => "UNTRACKED",
+        }
+    }
+    pub fn parse(s: &str) -> Option<CtState> {
+        [CtState::Invalid, CtState::New, CtState::Related, CtState::Established, CtState::Untracked]
+            .into_iter()
+            .find(|c| c.as_str() == s)
+    }
+}
+
+/// An address type of `-m addrtype --dst-type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum AddrType {
+    Local,
+}
+
+/// A mark and its mask (`0x2000/0x2000`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Mark {
+    pub value: u32,
+    pub mask: u32,
+}
+
+impl Mark {
+    pub fn parse(s: &str) -> Option<Mark> {
+        let hex = |h: &str| u32::from_str_radix(h.strip_prefix("0x")?, 16).ok();
+        match s.split_once('/') {
+            Some((v, m)) => Some(Mark { value: hex(v)?, mask: hex(m)? }),
+            None => Some(Mark { value: hex(s)?, mask: u32::MAX }),
+        }
+    }
+}
+
+impl std::fmt::Display for Mark {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:#x}/{:#x}", self.value, self.mask)
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct IptRule {
     pub src: Option<IpNetwork>,
     pub dst: Option<IpNetwork>,
@@ -44,6 +169,32 @@ pub struct IptRule {
     /// beyond the ones the renderer escapes.
     pub comment: Option<String>,
     pub target: IptTarget,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub in_iface: Option<IfaceMatch>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub out_iface: Option<IfaceMatch>,
+    /// `-p PROTO`; with `sport`/`dport` also `-m PROTO`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<L4Proto>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sport: Option<PortRange>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dport: Option<PortRange>,
+    /// `-m multiport --dports P1,P2,…` (at most 15 ports).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub multiport_dports: Option<Vec<u16>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub addrtype_dst: Option<AddrType>,
+    /// `-m conntrack --ctstate S1,S2`, printed in iptables' order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ctstate: Option<Vec<CtState>>,
+    /// `-m mark --mark VALUE/MASK`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mark: Option<Mark>,
+    /// Further match tokens given by the user (portmap `conditionsV4`), each validated to
+    /// be one plain token; written after the typed matches, never parsed back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extra: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -67,6 +218,18 @@ pub enum IptLine {
     DeleteChain {
         chain: String,
     },
+    /// `-I CHAIN 1 RULE`: the rule goes first.
+    Insert {
+        chain: String,
+        rule: IptRule,
+    },
+    /// `-D CHAIN SPEC` with a rule spec exactly as `iptables -S` printed it: for rules
+    /// that must go (they jump to a chain being removed) but hold options ipcni does not
+    /// model. The spec is observed output, one line, no control characters.
+    DeleteObserved {
+        chain: String,
+        spec: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -74,6 +237,10 @@ pub enum IptLine {
 pub enum NftFamily {
     Inet,
     Bridge,
+    /// `ip`: IPv4 only.
+    Ip,
+    /// `ip6`: IPv6 only.
+    Ip6,
 }
 
 /// An nft table: family and name.
@@ -90,15 +257,27 @@ impl NftTable {
     pub fn bridge(name: &str) -> NftTable {
         NftTable { family: NftFamily::Bridge, name: name.to_string() }
     }
+    /// An `ip` (IPv4) or `ip6` table.
+    pub fn of_family(family: Family, name: &str) -> NftTable {
+        let family = if family == Family::V4 { NftFamily::Ip } else { NftFamily::Ip6 };
+        NftTable { family, name: name.to_string() }
+    }
+}
+
+impl NftFamily {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NftFamily::Inet => "inet",
+            NftFamily::Bridge => "bridge",
+            NftFamily::Ip => "ip",
+            NftFamily::Ip6 => "ip6",
+        }
+    }
 }
 
 impl std::fmt::Display for NftTable {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let fam = match self.family {
-            NftFamily::Inet => "inet",
-            NftFamily::Bridge => "bridge",
-        };
-        write!(f, "{fam} {}", self.name)
+        write!(f, "{} {}", self.family.as_str(), self.name)
     }
 }
 
@@ -109,6 +288,13 @@ pub enum BaseChain {
     NatPostrouting,
     /// `type filter hook prerouting priority -300; policy accept` (bridge family)
     BridgeFilterPrerouting,
+    /// `type nat hook prerouting priority dstnat`
+    NatPrerouting,
+    /// `type nat hook output priority -100` (dstnat)
+    NatOutput,
+    /// `type filter hook forward priority filter`, policy left as it is (accept when new),
+    /// so an admin may set the chain's policy to drop.
+    FilterForward,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -136,6 +322,45 @@ pub enum NftRule {
         mac: String,
     },
     Drop,
+    /// `[COND…] fib daddr type local jump CHAIN`; the conditions are validated plain
+    /// tokens given by the user (portmap `conditionsV4`).
+    FibDaddrLocalJump {
+        conditions: Vec<String>,
+        chain: String,
+    },
+    /// `[ip daddr H] PROTO dport P dnat to ADDR:PORT` in an `ip`/`ip6` table.
+    Dnat {
+        daddr: Option<IpAddr>,
+        protocol: L4Proto,
+        dport: u16,
+        to: SocketAddr,
+    },
+    /// `ip saddr S ip daddr D masquerade` (S a host address or a network).
+    MasqueradeFromTo {
+        saddr: IpNetwork,
+        daddr: IpAddr,
+    },
+    /// `ip daddr A ct state established,related accept`
+    AcceptEstablishedTo {
+        daddr: IpAddr,
+    },
+    /// `ip saddr A accept`
+    AcceptFrom {
+        saddr: IpAddr,
+    },
+    /// `iifname "A" oifname != "A" jump CHAIN` (traffic leaving bridge A elsewhere).
+    IifnameNotOifnameJump {
+        ifname: String,
+        chain: String,
+    },
+    /// `iifname "A" oifname "A" drop`
+    IifnameOifnameDrop {
+        ifname: String,
+    },
+    /// `oifname "A" drop`
+    OifnameDrop {
+        ifname: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -186,7 +411,7 @@ pub enum FirewallOp {
         table: String,
         lines: Vec<IptLine>,
     },
-    /// Always in nft family `inet`.
+    /// One `nft -f -` script; each op names its table (and so its family).
     Nft {
         ops: Vec<NftOp>,
     },
@@ -217,8 +442,47 @@ impl IptRule {
             }
             let _ = write!(s, " -d {}", host_or_net(&dst));
         }
+        // The order below is the order `iptables -S` prints a rule in, so an observed
+        // rule parses and renders back to the same text.
+        for (flag, m) in [("-i", &self.in_iface), ("-o", &self.out_iface)] {
+            if let Some(m) = m {
+                let _ = write!(s, "{} {flag} {}", if m.negated { " !" } else { "" }, m.name);
+            }
+        }
+        if let Some(p) = self.protocol {
+            let _ = write!(s, " -p {}", p.as_str());
+            if self.sport.is_some() || self.dport.is_some() {
+                let _ = write!(s, " -m {}", p.as_str());
+            }
+            if let Some(sp) = self.sport {
+                let _ = write!(s, " --sport {sp}");
+            }
+            if let Some(dp) = self.dport {
+                let _ = write!(s, " --dport {dp}");
+            }
+        }
         if let Some(c) = &self.comment {
             let _ = write!(s, " -m comment --comment {}", quote_comment(c));
+        }
+        if let Some(ports) = &self.multiport_dports {
+            let list: Vec<String> = ports.iter().map(u16::to_string).collect();
+            let _ = write!(s, " -m multiport --dports {}", list.join(","));
+        }
+        if let Some(AddrType::Local) = self.addrtype_dst {
+            s.push_str(" -m addrtype --dst-type LOCAL");
+        }
+        if let Some(states) = &self.ctstate {
+            let mut states = states.clone();
+            states.sort();
+            states.dedup();
+            let list: Vec<&str> = states.iter().map(|c| c.as_str()).collect();
+            let _ = write!(s, " -m conntrack --ctstate {}", list.join(","));
+        }
+        if let Some(m) = self.mark {
+            let _ = write!(s, " -m mark --mark {m}");
+        }
+        for tok in self.extra.iter().flatten() {
+            let _ = write!(s, " {tok}");
         }
         match &self.target {
             IptTarget::Accept => s.push_str(" -j ACCEPT"),
@@ -226,6 +490,13 @@ impl IptRule {
             IptTarget::Masquerade => s.push_str(" -j MASQUERADE"),
             IptTarget::Jump(c) => {
                 let _ = write!(s, " -j {c}");
+            }
+            IptTarget::Drop => s.push_str(" -j DROP"),
+            IptTarget::Dnat(to) => {
+                let _ = write!(s, " -j DNAT --to-destination {to}");
+            }
+            IptTarget::SetXmark(m) => {
+                let _ = write!(s, " -j MARK --set-xmark {m}");
             }
         }
         s
@@ -266,6 +537,8 @@ impl FirewallOp {
                         IptLine::Delete { chain, rule } => writeln!(s, "-D {chain}{}", rule.spec()),
                         IptLine::Flush { chain } => writeln!(s, "-F {chain}"),
                         IptLine::DeleteChain { chain } => writeln!(s, "-X {chain}"),
+                        IptLine::Insert { chain, rule } => writeln!(s, "-I {chain} 1{}", rule.spec()),
+                        IptLine::DeleteObserved { chain, spec } => writeln!(s, "-D {chain} {spec}"),
                     };
                 }
                 s.push_str("COMMIT\n");
@@ -282,6 +555,16 @@ impl FirewallOp {
                             s,
                             "add chain {table} {chain} {{ type filter hook prerouting priority -300 ; policy accept ; }}"
                         ),
+                        NftOp::AddChain { table, chain, base: Some(BaseChain::NatPrerouting) } => {
+                            writeln!(s, "add chain {table} {chain} {{ type nat hook prerouting priority dstnat ; }}")
+                        }
+                        NftOp::AddChain { table, chain, base: Some(BaseChain::NatOutput) } => {
+                            // nft < 1.0.7 knows `dstnat` only for prerouting: -100 is its value.
+                            writeln!(s, "add chain {table} {chain} {{ type nat hook output priority -100 ; }}")
+                        }
+                        NftOp::AddChain { table, chain, base: Some(BaseChain::FilterForward) } => {
+                            writeln!(s, "add chain {table} {chain} {{ type filter hook forward priority filter ; }}")
+                        }
                         NftOp::FlushChain { table, chain } => writeln!(s, "flush chain {table} {chain}"),
                         NftOp::DeleteChain { table, chain } => writeln!(s, "delete chain {table} {chain}"),
                         NftOp::AddRule { table, chain, rule, comment } => {
@@ -322,6 +605,36 @@ fn nft_rule(rule: &NftRule) -> String {
         NftRule::Masquerade { saddr, daddr_not } => {
             format!("{f} saddr {saddr} {f} daddr != {} masquerade", host_or_net(daddr_not), f = nft_family(saddr))
         }
+        NftRule::FibDaddrLocalJump { conditions, chain } => {
+            let mut s = String::new();
+            for c in conditions {
+                s.push_str(c);
+                s.push(' ');
+            }
+            format!("{s}fib daddr type local jump {chain}")
+        }
+        NftRule::Dnat { daddr, protocol, dport, to } => {
+            let mut s = String::new();
+            if let Some(d) = daddr {
+                let _ = write!(s, "{} daddr {d} ", nft_family(d));
+            }
+            let _ = write!(s, "{} dport {dport} dnat to {to}", protocol.as_str());
+            s
+        }
+        NftRule::MasqueradeFromTo { saddr, daddr } => {
+            let full = if saddr.is_ipv4() { 32 } else { 128 };
+            let src = if saddr.prefix() == full { saddr.ip().to_string() } else { host_or_net(saddr) };
+            format!("{f} saddr {src} {f} daddr {daddr} masquerade", f = nft_family(daddr))
+        }
+        NftRule::AcceptEstablishedTo { daddr } => {
+            format!("{} daddr {daddr} ct state established,related accept", nft_family(daddr))
+        }
+        NftRule::AcceptFrom { saddr } => format!("{} saddr {saddr} accept", nft_family(saddr)),
+        NftRule::IifnameNotOifnameJump { ifname, chain } => {
+            format!("iifname {q} oifname != {q} jump {chain}", q = quote_comment(ifname))
+        }
+        NftRule::IifnameOifnameDrop { ifname } => format!("iifname {q} oifname {q} drop", q = quote_comment(ifname)),
+        NftRule::OifnameDrop { ifname } => format!("oifname {} drop", quote_comment(ifname)),
     }
 }
 
@@ -344,6 +657,7 @@ mod tests {
                         dst_negated: false,
                         comment: Some(r#"name: "net" id: "c1""#.into()),
                         target: IptTarget::Accept,
+                        ..IptRule::default()
                     },
                 },
             ],
@@ -368,5 +682,71 @@ mod tests {
             }],
         };
         assert_eq!(op.script(), "add rule inet t c ip6 saddr fd00::5 ip6 daddr != fd00::/64 masquerade\n");
+    }
+
+    #[test]
+    fn iptables_matches_render_in_iptables_s_order() {
+        let rule = IptRule {
+            src: Some("10.88.0.2/24".parse().unwrap()),
+            in_iface: Some(IfaceMatch { name: "cni0".into(), negated: false }),
+            out_iface: Some(IfaceMatch { name: "cni0".into(), negated: true }),
+            protocol: Some(L4Proto::Tcp),
+            dport: Some(PortRange::single(8080)),
+            ctstate: Some(vec![CtState::Established, CtState::Related]),
+            mark: Some(Mark { value: 0x2000, mask: 0x2000 }),
+            extra: Some(vec!["-m".into(), "set".into()]),
+            target: IptTarget::Dnat("[fd00::2]:80".parse().unwrap()),
+            ..IptRule::default()
+        };
+        assert_eq!(
+            rule.spec(),
+            " -s 10.88.0.0/24 -i cni0 ! -o cni0 -p tcp -m tcp --dport 8080 -m conntrack --ctstate RELATED,ESTABLISHED \
+             -m mark --mark 0x2000/0x2000 -m set -j DNAT --to-destination [fd00::2]:80"
+        );
+        let entry = IptRule {
+            protocol: Some(L4Proto::Udp),
+            comment: Some("c".into()),
+            multiport_dports: Some(vec![53, 8080]),
+            target: IptTarget::SetXmark(Mark { value: 1, mask: 1 }),
+            ..IptRule::default()
+        };
+        assert_eq!(
+            entry.spec(),
+            " -p udp -m comment --comment \"c\" -m multiport --dports 53,8080 -j MARK --set-xmark 0x1/0x1"
+        );
+    }
+
+    #[test]
+    fn nft_portmap_rules_render_per_family() {
+        let t = NftTable::of_family(Family::V6, "cni_hostport");
+        let op = FirewallOp::Nft {
+            ops: vec![
+                NftOp::AddRule {
+                    table: t.clone(),
+                    chain: "hostports".into(),
+                    rule: NftRule::Dnat {
+                        daddr: Some("::1".parse().unwrap()),
+                        protocol: L4Proto::Sctp,
+                        dport: 8080,
+                        to: "[fd00::2]:80".parse().unwrap(),
+                    },
+                    comment: Some("x".into()),
+                },
+                NftOp::AddRule {
+                    table: t,
+                    chain: "masquerading".into(),
+                    rule: NftRule::MasqueradeFromTo {
+                        saddr: "::/0".parse().unwrap(),
+                        daddr: "fd00::2".parse().unwrap(),
+                    },
+                    comment: None,
+                },
+            ],
+        };
+        assert_eq!(
+            op.script(),
+            "add rule ip6 cni_hostport hostports ip6 daddr ::1 sctp dport 8080 dnat to [fd00::2]:80 comment \"x\"\n\
+             add rule ip6 cni_hostport masquerading ip6 saddr ::/0 ip6 daddr fd00::2 masquerade\n"
+        );
     }
 }
