@@ -16,4 +16,8 @@ cargo build --release --quiet
 bin=$(mktemp -d /tmp/ipcni-bin.XXXXXX)
 trap 'rm -rf "$bin"' EXIT
 ./target/release/ipcni install "$bin"
+# The VM test's first run installs qemu, fetches Debian's kernel and builds a static ipcni;
+# do that here, outside the per-test timeout, so a clean machine runs the VM cases too.
+echo "== preparing the qemu VM for the kernels-we-lack tests"
+bash shell-tests/qemu/run-vm.sh --prepare || echo "qemu preparation failed; t-qemu-kernel reports the skip and why"
 IPCNI_BIN=$bin bash shell-tests/run.sh
