@@ -5,6 +5,7 @@
 //!   store/         optional host-local reservation files copied into the data dir
 //!   expected.txt   the plan as shell lines, then the result or error JSON
 //! Run with IPCNI_BLESS=1 to rewrite expected.txt; read the diff before committing it.
+//! IPCNI_GOLDEN=PREFIX limits both tests (and blessing) to the cases whose name starts so.
 //! Every ADD case is also run with a failure injected at each step in turn, checking
 //! that the error names the step and that each completed step is undone.
 
@@ -125,8 +126,13 @@ fn store_listing(data_dir: &Path) -> String {
 
 fn case_dirs() -> Vec<PathBuf> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
-    let mut dirs: Vec<PathBuf> =
-        std::fs::read_dir(&root).unwrap().map(|e| e.unwrap().path()).filter(|p| p.join("env").is_file()).collect();
+    let only = std::env::var("IPCNI_GOLDEN").unwrap_or_default();
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&root)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.join("env").is_file())
+        .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with(&only)))
+        .collect();
     dirs.sort();
     dirs
 }
@@ -136,7 +142,7 @@ fn golden_plans() {
     let bless = std::env::var_os("IPCNI_BLESS").is_some();
     let mut failures = Vec::new();
     let dirs = case_dirs();
-    assert!(dirs.len() >= 10, "golden cases missing");
+    assert!(!dirs.is_empty(), "no golden case matches IPCNI_GOLDEN");
     for dir in dirs {
         let tmp = tempfile::tempdir().unwrap();
         let case = load(&dir, tmp.path());
@@ -197,5 +203,7 @@ fn failed_add_undoes_completed_steps_at_every_step() {
             checked += 1;
         }
     }
-    assert!(checked > 50, "only {checked} fault points checked");
+    if std::env::var_os("IPCNI_GOLDEN").is_none() {
+        assert!(checked > 50, "only {checked} fault points checked");
+    }
 }
