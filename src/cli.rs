@@ -213,6 +213,7 @@ pub fn install(dir: &Path) -> Result<(), String> {
 
 /// Runs the process: returns the exit code. Only CNI output goes to stdout.
 pub fn main() -> i32 {
+    crate::exec::trace(|| "start".into());
     let argv: Vec<String> = std::env::args().collect();
     let dry_env = std::env::var("IPCNI_DRY_RUN").ok();
     match parse(&argv, dry_env.as_deref()) {

@@ -265,6 +265,7 @@ fn run_inner(
             Err(e) => return fail(e, version),
         },
     };
+    crate::exec::trace(|| format!("{} {:?} parsed", plugin.name(), env.command));
     let mut real_exec = RealExecutor::default();
     let mut dry = DryRun::default();
     let exec: &mut dyn Executor = if mode.is_dry() { &mut dry } else { &mut real_exec };
@@ -273,6 +274,7 @@ fn run_inner(
     let host_id = read_host_id();
     let io = Io { obs: &mut obs, exec, ipam: &mut ipam, host_id: &host_id, dry_run: mode.is_dry() };
     let outcome = dispatch(plugin, &env, &conf, netns, io);
+    crate::exec::trace(|| "done".into());
     if std::env::var_os("IPCNI_COUNT_PROCESSES").is_some() {
         crate::exec::log(&format!("processes: {}", real_exec.processes + obs.processes + ipam.processes));
     }

@@ -18,6 +18,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use serde_json::{Value, json};
+
 #[derive(Clone, Debug)]
 struct Run {
     wall: Duration,
@@ -38,23 +40,50 @@ struct Env<'a> {
 }
 
 /// Runs `plugin` with the CNI env and `config` on stdin; waits with wait4 for rusage.
-#[allow(clippy::zombie_processes)] // reaped by wait4 below, which std cannot see
 fn run_plugin(plugin: &Path, env: &Env, config: &str) -> Run {
-    let start = Instant::now();
-    let mut child = Command::new(plugin)
-        .env("CNI_COMMAND", env.command)
+    let mut cmd = Command::new(plugin);
+    cmd.env("CNI_COMMAND", env.command)
         .env("CNI_CONTAINERID", env.id)
         .env("CNI_NETNS", env.netns)
         .env("CNI_IFNAME", env.ifname)
         .env("CNI_PATH", env.cni_path)
         .env("CNI_ARGS", "IgnoreUnknown=1")
-        .env("IPCNI_COUNT_PROCESSES", "1")
+        .env("IPCNI_COUNT_PROCESSES", "1");
+    launch(cmd, config.as_bytes())
+}
+
+/// `ip -batch -` fed `lines`, in the network namespace at `netns` (joined with setns
+/// between fork and exec, as ipcni's executor does) or in the host namespace: the
+/// process-and-kernel floor of a plan, without any plugin logic.
+fn run_batch(netns: Option<&str>, lines: &str) -> Run {
+    let mut cmd = Command::new("ip");
+    cmd.args(["-batch", "-"]);
+    if let Some(path) = netns {
+        let file = std::fs::File::open(path).unwrap_or_else(|e| panic!("open {path}: {e}"));
+        let fd = file.as_raw_fd();
+        // The fd must outlive the fork; leaking one fd per floor run is harmless here.
+        std::mem::forget(file);
+        // SAFETY: only setns(2), async-signal-safe, runs between fork and exec.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
+                if libc::setns(fd, libc::CLONE_NEWNET) == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
+            });
+        }
+    }
+    launch(cmd, lines.as_bytes())
+}
+
+/// Spawns `cmd` with `input` on stdin and waits with wait4 for its rusage.
+#[allow(clippy::zombie_processes)] // reaped by wait4 below, which std cannot see
+fn launch(mut cmd: Command, input: &[u8]) -> Run {
+    let start = Instant::now();
+    let mut child = cmd
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap_or_else(|e| panic!("spawn {}: {e}", plugin.display()));
-    child.stdin.take().unwrap().write_all(config.as_bytes()).unwrap();
+        .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+    child.stdin.take().unwrap().write_all(input).unwrap();
     // Read pipes in threads so a chatty plugin never blocks on a full pipe.
     let mut out = child.stdout.take().unwrap();
     let mut err = child.stderr.take().unwrap();
@@ -128,6 +157,98 @@ struct Case {
     config: fn(&str, &Path) -> String,
     /// PATH prefix for the plugin (e.g. a dir where `iptables` is iptables-legacy).
     path_prefix: Option<&'static str>,
+    /// The same kernel work as the plugin's plan, as bare `ip -batch` processes (one per
+    /// namespace): what no implementation that execs `ip` can beat.
+    floor: Option<fn(usize) -> Floor>,
+}
+
+/// Batches for the floor of one ADD and its DEL: (in the container?, lines).
+struct Floor {
+    add: Vec<(bool, String)>,
+    del: Vec<(bool, String)>,
+}
+
+fn bridge_floor(i: usize) -> Floor {
+    let veth = format!("vfloor{i}");
+    Floor {
+        add: vec![
+            (
+                false,
+                format!(
+                    "link add name {veth} type veth peer name eth0 netns @NETNS@\nlink set dev {veth} master benchbr0\nlink set dev {veth} up\n"
+                ),
+            ),
+            (
+                true,
+                format!(
+                    "addr add 10.77.250.{}/16 dev eth0\nlink set dev eth0 up\nroute add default via 10.77.0.1 dev eth0\n",
+                    2 + i % 250
+                ),
+            ),
+        ],
+        del: vec![(true, "link del dev eth0\n".into())],
+    }
+}
+
+fn ptp_floor(i: usize) -> Floor {
+    let veth = format!("vfloor{i}");
+    let ip = format!("10.78.250.{}", 2 + i % 250);
+    Floor {
+        add: vec![
+            (
+                false,
+                format!(
+                    "link add name {veth} type veth peer name eth0 netns @NETNS@\nlink set dev {veth} up\naddr add 10.78.0.1/32 dev {veth}\nroute replace {ip}/32 dev {veth} scope host\n"
+                ),
+            ),
+            (
+                true,
+                format!(
+                    "addr add {ip}/16 dev eth0\nlink set dev eth0 up\nroute del 10.78.0.0/16 dev eth0\nroute add 10.78.0.1/32 dev eth0 src {ip} scope link\nroute add 10.78.0.0/16 via 10.78.0.1 dev eth0 src {ip}\nroute add default via 10.78.0.1 dev eth0\n"
+                ),
+            ),
+        ],
+        del: vec![(true, "link del dev eth0\n".into())],
+    }
+}
+
+fn macvlan_floor(i: usize) -> Floor {
+    let tmp = format!("mvfloor{i}");
+    Floor {
+        add: vec![
+            (false, format!("link add link benchup0 name {tmp} netns @NETNS@ type macvlan mode bridge\n")),
+            (
+                true,
+                format!(
+                    "link set dev {tmp} name eth0\naddr add 10.79.250.{}/16 dev eth0\nlink set dev eth0 up\n",
+                    2 + i % 250
+                ),
+            ),
+        ],
+        del: vec![(true, "link del dev eth0\n".into())],
+    }
+}
+
+/// Runs a floor's batches in order; one Run whose wall and CPU are the sums.
+fn run_floor(batches: &[(bool, String)], netns: &str) -> Run {
+    let runs: Vec<Run> = batches
+        .iter()
+        .map(|(in_ctr, lines)| run_batch(in_ctr.then_some(netns), &lines.replace("@NETNS@", netns)))
+        .collect();
+    combine(&runs)
+}
+
+/// Several runs of one operation (a chain, a floor) as one: summed times, peak RSS.
+fn combine(runs: &[Run]) -> Run {
+    Run {
+        wall: runs.iter().map(|r| r.wall).sum(),
+        cpu: runs.iter().map(|r| r.cpu).sum(),
+        maxrss_kib: runs.iter().map(|r| r.maxrss_kib).max().unwrap_or(0),
+        ok: runs.iter().all(|r| r.ok),
+        processes: runs.iter().map(|r| r.processes).sum(),
+        stdout: runs.last().map(|r| r.stdout.clone()).unwrap_or_default(),
+        stderr: runs.iter().map(|r| r.stderr.as_str()).collect::<Vec<_>>().join(""),
+    }
 }
 
 fn bridge_conf(extra: &str, data: &Path) -> String {
@@ -146,6 +267,7 @@ fn cases() -> Vec<Case> {
             ifname: "eth0",
             config: |_, d| bridge_conf("", d),
             path_prefix: None,
+            floor: Some(bridge_floor),
         },
         Case {
             name: "bridge ipMasq (iptables-nft)",
@@ -153,6 +275,7 @@ fn cases() -> Vec<Case> {
             ifname: "eth0",
             config: |_, d| bridge_conf(r#","ipMasq":true"#, d),
             path_prefix: None,
+            floor: None,
         },
         Case {
             name: "bridge ipMasq (iptables-legacy)",
@@ -160,6 +283,7 @@ fn cases() -> Vec<Case> {
             ifname: "eth0",
             config: |_, d| bridge_conf(r#","ipMasq":true"#, d),
             path_prefix: Some("legacy"),
+            floor: None,
         },
         Case {
             name: "bridge ipMasq (nftables)",
@@ -167,6 +291,7 @@ fn cases() -> Vec<Case> {
             ifname: "eth0",
             config: |_, d| bridge_conf(r#","ipMasq":true,"ipMasqBackend":"nftables""#, d),
             path_prefix: None,
+            floor: None,
         },
         Case {
             name: "ptp+host-local",
@@ -180,6 +305,7 @@ fn cases() -> Vec<Case> {
                 )
             },
             path_prefix: None,
+            floor: Some(ptp_floor),
         },
         Case {
             name: "macvlan+host-local",
@@ -193,6 +319,7 @@ fn cases() -> Vec<Case> {
                 )
             },
             path_prefix: None,
+            floor: Some(macvlan_floor),
         },
         Case {
             name: "loopback",
@@ -200,6 +327,7 @@ fn cases() -> Vec<Case> {
             ifname: "lo",
             config: |_, _| r#"{"cniVersion":"1.0.0","name":"lo","type":"loopback"}"#.to_string(),
             path_prefix: None,
+            floor: None,
         },
         Case {
             name: "host-local alone",
@@ -212,6 +340,7 @@ fn cases() -> Vec<Case> {
                 )
             },
             path_prefix: None,
+            floor: None,
         },
     ]
 }
@@ -338,38 +467,30 @@ fn main() {
             if failed.is_some() {
                 break;
             }
+            if let Some(floor) = case.floor {
+                let f = floor(i);
+                let add = run_floor(&f.add, &netns_path);
+                let del = run_floor(&f.del, &netns_path);
+                if !add.ok || !del.ok {
+                    failed = Some(format!("{} floor: {}{}", case.name, add.stderr, del.stderr));
+                    break;
+                }
+                if i >= 2 {
+                    let s = stats.entry("floor").or_default();
+                    s.add.push(add);
+                    s.del.push(del);
+                }
+            }
         }
         unsafe { std::env::set_var("PATH", old_path) };
         if let Some(f) = failed {
             println!("| {} | FAILED: {} | | | | | | | | | | |", case.name, f.replace('\n', " "));
             continue;
         }
-        let ours = summarize(&stats["ipcni"].add);
-        let ref_add = summarize(&stats["reference"].add);
-        let ours_del = summarize(&stats["ipcni"].del);
-        let ref_del = summarize(&stats["reference"].del);
-        for (label, a, d) in [("ipcni", &ours, &ours_del), ("reference", &ref_add, &ref_del)] {
-            let (ra, rd, rr) = if label == "ipcni" {
-                (
-                    format!("{:.2}", ours.0 / ref_add.0),
-                    format!("{:.2}", ours_del.0 / ref_del.0),
-                    format!("{:.2}", ours.3.max(ours_del.3) / ref_add.3.max(ref_del.3)),
-                )
-            } else {
-                Default::default()
-            };
-            println!(
-                "| {} | {label} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {} | {ra} | {rd} | {rr} |",
-                case.name,
-                a.0,
-                a.1,
-                d.0,
-                d.1,
-                a.2,
-                a.3.max(d.3),
-                a.4
-            );
-        }
+        print_rows(case.name, &stats);
+    }
+    if wanted.as_ref().is_none_or(|w| w.iter().any(|n| "5-plugin chain".starts_with(n.as_str()))) {
+        chain_case(&impls, iterations, &netns_path, &work);
     }
     if scale > 0 {
         scale_test(&impls, scale, &tag, &work, &guard);
@@ -378,6 +499,159 @@ fn main() {
         parallel_test(&impls, parallel, &tag, &work, &guard);
     }
     drop(guard);
+}
+
+/// One table row per implementation; ratios against the reference on every row but its own.
+fn print_rows(name: &str, stats: &BTreeMap<&str, Stats>) {
+    let summary = |label: &str| stats.get(label).map(|s| (summarize(&s.add), summarize(&s.del)));
+    let Some((ref_add, ref_del)) = summary("reference") else { return };
+    for label in ["ipcni", "ipcni net", "reference", "floor"] {
+        let Some((a, d)) = summary(label) else { continue };
+        let (ra, rd, rr) = if label == "reference" {
+            Default::default()
+        } else {
+            (
+                format!("{:.2}", a.0 / ref_add.0),
+                format!("{:.2}", d.0 / ref_del.0),
+                if label == "floor" {
+                    String::new()
+                } else {
+                    format!("{:.2}", a.3.max(d.3) / ref_add.3.max(ref_del.3))
+                },
+            )
+        };
+        let label = if label == "floor" { "floor: bare ip -batch" } else { label };
+        println!(
+            "| {name} | {label} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {} | {ra} | {rd} | {rr} |",
+            a.0,
+            a.1,
+            d.0,
+            d.1,
+            a.2,
+            a.3.max(d.3),
+            a.4
+        );
+    }
+}
+
+/// The chain a runtime would run for a pod with a port mapping and a bandwidth limit:
+/// bridge → portmap → bandwidth → tuning → firewall, one process per plugin as libcni
+/// execs them (prevResult passed along, DEL in reverse with the final result), for both
+/// implementations; and `ipcni net add|del`, which runs the same list in one process.
+fn chain_case(impls: &[Impl], iterations: usize, netns: &str, work: &Path) {
+    let name = "5-plugin chain";
+    let data = work.join("chain-ipam");
+    let plugins = [
+        json!({"type": "bridge", "bridge": "benchbr1", "isGateway": true, "ipMasq": true,
+               "ipam": {"type": "host-local", "subnet": "10.82.0.0/16", "dataDir": data, "routes": [{"dst": "0.0.0.0/0"}]}}),
+        json!({"type": "portmap", "capabilities": {"portMappings": true}}),
+        json!({"type": "bandwidth", "capabilities": {"bandwidth": true}}),
+        json!({"type": "tuning", "sysctl": {"net.core.somaxconn": "512"}, "dataDir": work.join("chain-tuning")}),
+        json!({"type": "firewall"}),
+    ];
+    let cap_args = json!({
+        "portMappings": [{"hostPort": 18080, "containerPort": 80, "protocol": "tcp"}],
+        "bandwidth": {"ingressRate": 10_000_000, "ingressBurst": 1_000_000, "egressRate": 10_000_000, "egressBurst": 1_000_000},
+    });
+    let config_for = |plugin: &Value, prev: Option<&Value>| {
+        let mut c = plugin.as_object().unwrap().clone();
+        c.insert("cniVersion".into(), json!("1.0.0"));
+        c.insert("name".into(), json!("benchchain"));
+        let mut rc = serde_json::Map::new();
+        for (cap, on) in plugin.get("capabilities").and_then(Value::as_object).into_iter().flatten() {
+            if on == &json!(true) && cap_args.get(cap).is_some() {
+                rc.insert(cap.clone(), cap_args[cap].clone());
+            }
+        }
+        if !rc.is_empty() {
+            c.insert("runtimeConfig".into(), Value::Object(rc));
+        }
+        if let Some(p) = prev {
+            c.insert("prevResult".into(), p.clone());
+        }
+        Value::Object(c).to_string()
+    };
+    let confdir = work.join("chain-netconf");
+    std::fs::create_dir_all(&confdir).unwrap();
+    let list = json!({"cniVersion": "1.0.0", "name": "benchchain", "plugins": plugins});
+    std::fs::write(confdir.join("benchchain.conflist"), list.to_string()).unwrap();
+
+    let mut stats: BTreeMap<&str, Stats> = BTreeMap::new();
+    for i in 0..iterations + 2 {
+        let id = format!("chain{i}");
+        let order: Vec<&Impl> = if i % 2 == 0 { impls.iter().collect() } else { impls.iter().rev().collect() };
+        for imp in order {
+            if plugins.iter().any(|p| !imp.dir.join(p["type"].as_str().unwrap()).exists()) {
+                println!("| {name} | skipped: a plugin is missing in {} | | | | | | | | | | |", imp.label);
+                return;
+            }
+            let env = |command| Env { command, id: &id, netns, ifname: "eth0", cni_path: &imp.dir };
+            let mut adds = Vec::new();
+            let mut prev: Option<Value> = None;
+            for p in &plugins {
+                let r =
+                    run_plugin(&imp.dir.join(p["type"].as_str().unwrap()), &env("ADD"), &config_for(p, prev.as_ref()));
+                if !r.ok {
+                    println!(
+                        "| {name} | FAILED: {} ADD {}: {} {} | | | | | | | | | | |",
+                        imp.label,
+                        p["type"],
+                        r.stdout,
+                        r.stderr.replace('\n', " ")
+                    );
+                    return;
+                }
+                prev = serde_json::from_str(&r.stdout).ok();
+                adds.push(r);
+            }
+            let mut dels = Vec::new();
+            for p in plugins.iter().rev() {
+                let r =
+                    run_plugin(&imp.dir.join(p["type"].as_str().unwrap()), &env("DEL"), &config_for(p, prev.as_ref()));
+                if !r.ok {
+                    println!("| {name} | FAILED: {} DEL {}: {} | | | | | | | | | | |", imp.label, p["type"], r.stdout);
+                    return;
+                }
+                dels.push(r);
+            }
+            if i >= 2 {
+                let s = stats.entry(imp.label).or_default();
+                s.add.push(combine(&adds));
+                s.del.push(combine(&dels));
+            }
+            if imp.label != "ipcni" {
+                continue;
+            }
+            // The same list through the runtime CLI: one process for the whole chain.
+            let net = |verb: &str| {
+                let mut cmd = Command::new(imp.dir.join("ipcni"));
+                cmd.args(["net", verb, "benchchain", netns])
+                    .env("NETCONFPATH", &confdir)
+                    .env("CNI_PATH", &imp.dir)
+                    .env("CNI_CACHE_DIR", work.join("chain-cache"))
+                    .env("CNI_CONTAINERID", format!("net{i}"))
+                    .env("CAP_ARGS", cap_args.to_string())
+                    .env("IPCNI_COUNT_PROCESSES", "1");
+                launch(cmd, b"")
+            };
+            let (add, del) = (net("add"), net("del"));
+            if !add.ok || !del.ok {
+                println!(
+                    "| {name} | FAILED: ipcni net: {} {} {} | | | | | | | | | | |",
+                    add.stdout,
+                    add.stderr.replace('\n', " "),
+                    del.stderr.replace('\n', " ")
+                );
+                return;
+            }
+            if i >= 2 {
+                let s = stats.entry("ipcni net").or_default();
+                s.add.push(add);
+                s.del.push(del);
+            }
+        }
+    }
+    print_rows(name, &stats);
 }
 
 fn tempfile_dir(tag: &str) -> PathBuf {

@@ -131,6 +131,17 @@ pub fn log(msg: &str) {
     eprintln!("ipcni: {msg}");
 }
 
+/// With IPCNI_TRACE set, logs `what` with the milliseconds since the first trace call,
+/// so an operator can see where an invocation's time goes without strace's distortion.
+pub fn trace(what: impl FnOnce() -> String) {
+    use std::sync::OnceLock;
+    use std::time::Instant;
+    static START: OnceLock<Option<Instant>> = OnceLock::new();
+    if let Some(start) = START.get_or_init(|| std::env::var_os("IPCNI_TRACE").map(|_| Instant::now())) {
+        log(&format!("trace {:8.3} ms {}", start.elapsed().as_secs_f64() * 1000.0, what()));
+    }
+}
+
 /// Collects the steps it is given; fails at a chosen step (fault injection for tests).
 #[derive(Debug, Default)]
 pub struct Recording {

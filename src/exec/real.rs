@@ -36,6 +36,19 @@ pub fn run_process(argv: &[String], stdin: Option<&str>) -> Result<String, Proce
 /// container namespace (`netns /proc/self/fd/3`).
 pub fn run_process_with(argv: &[String], stdin: Option<&str>, host_netns_fd: bool) -> Result<String, ProcessError> {
     let cmdline = argv.iter().map(|a| shell_quote(a)).collect::<Vec<_>>().join(" ");
+    super::trace(|| format!("start {cmdline}"));
+    let out = run_process_inner(&cmdline, argv, stdin, host_netns_fd);
+    super::trace(|| format!("end   {cmdline}"));
+    out
+}
+
+fn run_process_inner(
+    cmdline: &str,
+    argv: &[String],
+    stdin: Option<&str>,
+    host_netns_fd: bool,
+) -> Result<String, ProcessError> {
+    let cmdline = cmdline.to_string();
     let fail = |stderr: String| ProcessError { cmdline: cmdline.clone(), status: None, stderr };
     let (netns, program_argv) = match (argv.first().map(String::as_str), argv.get(1)) {
         (Some("nsenter"), Some(flag)) if flag.starts_with("--net=") && argv.len() > 2 => {
@@ -112,6 +125,7 @@ fn ns_prefix(ns: &Netns) -> Vec<String> {
 /// Writes a sysctl, joining `ns` first from a short-lived thread: /proc/sys/net shows
 /// the namespace of the thread that opens it, and setns(CLONE_NEWNET) is per thread.
 fn write_sysctl(ns: &Netns, path: &Path, value: &str) -> Result<(), String> {
+    super::trace(|| format!("sysctl {} = {value}", path.display()));
     let write = || std::fs::write(path, value).map_err(|e| format!("{}: {e}", path.display()));
     match ns {
         Netns::Host => write(),
@@ -238,14 +252,22 @@ impl RealExecutor {
 
 /// The reference's schedule: checks after 0, 50, 500, 1000 and 1000 ms.
 fn wait_oper_up(ns: &Netns, dev: &str, cmdline: &str) -> Result<(), ProcessError> {
-    let mut state = String::new();
-    for delay in [0u64, 50, 500, 1000, 1000] {
-        std::thread::sleep(Duration::from_millis(delay));
-        state = observe::operstate(ns, dev).unwrap_or_else(|e| e.to_string());
+    // The kernel's linkwatch reports a veth up a few ms after its peer came up. The
+    // reference sleeps 50 ms before its second look; doubling from 1 ms finds it as soon
+    // as it happens and still gives up after the reference's ~2.5 s.
+    let mut delay = Duration::ZERO;
+    let deadline = Instant::now() + Duration::from_millis(2550);
+    let state = loop {
+        std::thread::sleep(delay);
+        let state = observe::operstate(ns, dev).unwrap_or_else(|e| e.to_string());
         if state == "up" {
             return Ok(());
         }
-    }
+        if Instant::now() >= deadline {
+            break state;
+        }
+        delay = (delay * 2).clamp(Duration::from_millis(1), Duration::from_millis(250));
+    };
     Err(ProcessError {
         cmdline: cmdline.to_string(),
         status: None,
