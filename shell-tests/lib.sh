@@ -157,13 +157,17 @@ cni() {
     esac
     T_CALLS=$((T_CALLS + 1))
     local o="$T_TMP/call.$BASHPID.$T_CALLS.out" e="$T_TMP/call.$BASHPID.$T_CALLS.err"
-    printf '%s' "$conf" | ip netns exec "$HOST" env -i PATH="$PATH" IPCNI_LOCK_DIR="$IPCNI_LOCK_DIR" \
+    # Stdin from a file, not a pipe: a plugin that exits without reading it must not
+    # turn into printf's SIGPIPE (exit 141) under pipefail.
+    local i="$T_TMP/call.$BASHPID.$T_CALLS.in"
+    printf '%s' "$conf" >"$i"
+    ip netns exec "$HOST" env -i PATH="$PATH" IPCNI_LOCK_DIR="$IPCNI_LOCK_DIR" \
         CNI_COMMAND="$cmd" CNI_CONTAINERID="$id" CNI_NETNS="$nspath" CNI_IFNAME="$ifname" \
-        CNI_PATH="$bindir" CNI_ARGS="${CNI_ARGS:-}" "$bindir/$plugin" "$@" >"$o" 2>"$e"
+        CNI_PATH="$bindir" CNI_ARGS="${CNI_ARGS:-}" "$bindir/$plugin" "$@" <"$i" >"$o" 2>"$e"
     CNI_RC=$?
     CNI_OUT=$(<"$o")
     CNI_ERR=$(<"$e")
-    rm -f "$o" "$e"
+    rm -f "$i" "$o" "$e"
     log "$plugin $cmd id=$id netns=${nspath:-<empty>} if=$ifname $* -> exit $CNI_RC"
     if [[ $CNI_RC != 0 ]]; then
         [[ -n $CNI_OUT ]] && log "  stdout: $CNI_OUT"
@@ -179,12 +183,14 @@ plugin_raw() {
     shift 2
     T_CALLS=$((T_CALLS + 1))
     local o="$T_TMP/call.$BASHPID.$T_CALLS.out" e="$T_TMP/call.$BASHPID.$T_CALLS.err"
-    printf '%s' "$input" | ip netns exec "$HOST" env -i PATH="$PATH" IPCNI_LOCK_DIR="$IPCNI_LOCK_DIR" \
-        "$@" "$IPCNI_BIN/$plugin" >"$o" 2>"$e"
+    local i="$T_TMP/call.$BASHPID.$T_CALLS.in"
+    printf '%s' "$input" >"$i"
+    ip netns exec "$HOST" env -i PATH="$PATH" IPCNI_LOCK_DIR="$IPCNI_LOCK_DIR" \
+        "$@" "$IPCNI_BIN/$plugin" <"$i" >"$o" 2>"$e"
     CNI_RC=$?
     CNI_OUT=$(<"$o")
     CNI_ERR=$(<"$e")
-    rm -f "$o" "$e"
+    rm -f "$i" "$o" "$e"
     log "$plugin [$*] -> exit $CNI_RC"
     [[ -n $CNI_OUT ]] && log "  stdout: ${CNI_OUT//$'\n'/ }"
     [[ -n $CNI_ERR ]] && log "  stderr: ${CNI_ERR//$'\n'/ | }"

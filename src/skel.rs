@@ -274,9 +274,11 @@ fn run_inner(
     let host_id = read_host_id();
     let io = Io { obs: &mut obs, exec, ipam: &mut ipam, host_id: &host_id, dry_run: mode.is_dry() };
     let outcome = dispatch(plugin, &env, &conf, netns, io);
+    crate::exec::session::close_all();
     crate::exec::trace(|| "done".into());
     if std::env::var_os("IPCNI_COUNT_PROCESSES").is_some() {
-        crate::exec::log(&format!("processes: {}", real_exec.processes + obs.processes + ipam.processes));
+        let sessions = crate::exec::session::spawned();
+        crate::exec::log(&format!("processes: {}", real_exec.processes + obs.processes + ipam.processes + sessions));
     }
     match (outcome, mode) {
         (Err(e), _) => fail(e, version),

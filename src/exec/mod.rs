@@ -6,6 +6,7 @@
 pub mod lock;
 pub mod observe;
 pub mod real;
+pub mod session;
 pub mod state;
 
 use std::fmt;

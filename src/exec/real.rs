@@ -42,25 +42,21 @@ pub fn run_process_with(argv: &[String], stdin: Option<&str>, host_netns_fd: boo
     out
 }
 
-fn run_process_inner(
-    cmdline: &str,
-    argv: &[String],
-    stdin: Option<&str>,
-    host_netns_fd: bool,
-) -> Result<String, ProcessError> {
-    let cmdline = cmdline.to_string();
-    let fail = |stderr: String| ProcessError { cmdline: cmdline.clone(), status: None, stderr };
+/// The child of `argv` (an `nsenter --net=PATH` prefix carried out natively), stdout and
+/// stderr piped, stdin piped when `stdin_piped`. The returned files must live until the
+/// child has been spawned, which this function does.
+pub(crate) fn spawn(argv: &[String], stdin_piped: bool, host_netns_fd: bool) -> Result<std::process::Child, String> {
     let (netns, program_argv) = match (argv.first().map(String::as_str), argv.get(1)) {
         (Some("nsenter"), Some(flag)) if flag.starts_with("--net=") && argv.len() > 2 => {
             let path = &flag["--net=".len()..];
-            let file = File::open(path).map_err(|e| fail(format!("nsenter: cannot open {path}: {e}")))?;
+            let file = File::open(path).map_err(|e| format!("nsenter: cannot open {path}: {e}"))?;
             (Some(file), &argv[2..])
         }
         _ => (None, argv),
     };
     let mut cmd = Command::new(&program_argv[0]);
     cmd.args(&program_argv[1..])
-        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdin(if stdin_piped { Stdio::piped() } else { Stdio::null() })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .env("LC_ALL", "C");
@@ -76,7 +72,7 @@ fn run_process_inner(
     // Opened here, in the plugin's own namespace; the child sees it at HOST_NETNS_FD even
     // after it joined a container namespace above (the closures run in order).
     let own_netns = match host_netns_fd {
-        true => Some(File::open("/proc/self/ns/net").map_err(|e| fail(format!("/proc/self/ns/net: {e}")))?),
+        true => Some(File::open("/proc/self/ns/net").map_err(|e| format!("/proc/self/ns/net: {e}"))?),
         false => None,
     };
     if let Some(file) = &own_netns {
@@ -91,14 +87,27 @@ fn run_process_inner(
             });
         }
     }
-    let mut child = cmd.spawn().map_err(|e| fail(format!("cannot start {}: {e}", program_argv[0])))?;
+    cmd.spawn().map_err(|e| format!("cannot start {}: {e}", program_argv[0]))
+}
+
+fn run_process_inner(
+    cmdline: &str,
+    argv: &[String],
+    stdin: Option<&str>,
+    host_netns_fd: bool,
+) -> Result<String, ProcessError> {
+    let cmdline = cmdline.to_string();
+    let fail = |stderr: String| ProcessError { cmdline: cmdline.clone(), status: None, stderr };
+    let program =
+        argv.iter().find(|a| !a.starts_with("nsenter") && !a.starts_with("--net=")).cloned().unwrap_or_default();
+    let mut child = spawn(argv, stdin.is_some(), host_netns_fd).map_err(fail)?;
     if let Some(input) = stdin {
         let mut pipe = child.stdin.take().expect("stdin is piped");
         // A tool that exits early closes its end; its stderr says why, so a write error
         // here is not the error to report.
         let _ = pipe.write_all(input.as_bytes());
     }
-    let out = child.wait_with_output().map_err(|e| fail(format!("waiting for {}: {e}", program_argv[0])))?;
+    let out = child.wait_with_output().map_err(|e| fail(format!("waiting for {program}: {e}")))?;
     if out.status.success() {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     } else {
@@ -158,6 +167,22 @@ impl RealExecutor {
             };
             let mut argv = ns_prefix(&batch[0].ns);
             argv.extend([program.to_string(), "-batch".into(), "-".into()]);
+            if tool == Tool::Ip && super::session::enabled() {
+                let lines: Vec<String> = batch.iter().map(|s| s.rendered().batch_line()).collect();
+                match super::session::run(&batch[0].ns, &lines) {
+                    Ok(()) => return Ok(()),
+                    Err(f) => {
+                        let failed = &batch[f.line.min(batch.len() - 1)];
+                        let kind = FailureKind::classify(&f.error.stderr);
+                        let error = ProcessError { cmdline: failed.rendered().to_shell(), ..f.error };
+                        if f.line >= batch.len() || !kind.tolerated_by(failed.tolerate) {
+                            return Err(StepError { step: start + f.line.min(batch.len() - 1), error });
+                        }
+                        start += f.line + 1;
+                        continue;
+                    }
+                }
+            }
             let script: String = batch.iter().map(|s| s.rendered().batch_line() + "\n").collect();
             self.processes += 1;
             let host_fd = batch.iter().any(|s| s.rendered().host_netns_fd);
