@@ -16,7 +16,7 @@ use ipnetwork::IpNetwork;
 use serde::Deserialize;
 
 use crate::exec::apply;
-use crate::exec::observe::{self, IptTable, Observer};
+use crate::exec::observe::{self, IptTable, NftRuleInfo, Observer};
 use crate::names;
 use crate::plan::firewall::{
     AddrType, BaseChain, Family, FirewallOp, IptLine, IptRule, IptTarget, L4Proto, Mark, NftOp, NftRule, NftTable,
@@ -293,9 +293,12 @@ fn dnat_comment(network: &str, container_id: &str) -> String {
     trim_comment(format!("dnat name: \"{network}\" id: \"{container_id}\""))
 }
 
-/// An nft rule of this attachment: ipcni's comment, or the reference's (the bare id).
-fn nft_is_ours(comment: &str, prefix: &str, container_id: &str) -> bool {
-    comment.starts_with(prefix) || comment == container_id
+/// An nft rule of this container. The comment is the bare container id, as the
+/// reference writes and deletes it, so either implementation removes the other's rules.
+/// It names neither network nor interface: like the reference, a DEL removes the
+/// container's port forwarding of every network, and GC cannot tell networks apart.
+fn nft_is_ours(comment: &str, container_id: &str) -> bool {
+    comment == container_id
 }
 
 // ---------------------------------------------------------------- iptables rules
@@ -548,12 +551,12 @@ fn nft_add_ops(
 fn nft_rules_of(
     obs: &mut dyn Observer,
     family: Family,
-    keep: impl Fn(&str) -> bool,
+    keep: impl Fn(&NftRuleInfo) -> bool,
 ) -> Result<Vec<(String, u64)>, CniError> {
     let rules = observe::nft_table_rules(obs, &nft_table(family))?.unwrap_or_default();
     Ok(rules
         .into_iter()
-        .filter(|r| NFT_RULE_CHAINS.contains(&r.chain.as_str()) && keep(&r.comment))
+        .filter(|r| NFT_RULE_CHAINS.contains(&r.chain.as_str()) && keep(r))
         .map(|r| (r.chain, r.handle))
         .collect())
 }
@@ -578,7 +581,6 @@ pub fn plan_add(
     obs: &mut dyn Observer,
     network: &str,
     container_id: &str,
-    ifname: &str,
     addrs: (Option<IpNetwork>, Option<IpNetwork>),
 ) -> Result<Plan, CniError> {
     let mut plan = Plan::new();
@@ -598,18 +600,20 @@ pub fn plan_add(
             }
         }
         Backend::Nftables => {
-            let comment = names::nft_instance_comment(network, ifname, container_id);
-            let prefix = names::nft_instance_hash(network, ifname, container_id);
             let mut ops = Vec::new();
             let mut undo = Vec::new();
             for (family, ctr) in &families {
-                let existing = nft_rules_of(obs, *family, |c| nft_is_ours(c, &prefix, container_id))?;
-                ops.extend(nft_add_ops(conf, *family, *ctr, &comment, &existing));
+                // A repeated ADD replaces the container's rules of this address rather than
+                // adding them twice (rules of its other networks DNAT elsewhere).
+                let existing = nft_rules_of(obs, *family, |r| {
+                    nft_is_ours(&r.comment, container_id) && r.mentions(&ctr.ip().to_string())
+                })?;
+                ops.extend(nft_add_ops(conf, *family, *ctr, container_id, &existing));
                 for chain in [NFT_HOSTPORTS, NFT_MASQ] {
-                    undo.push(NftOp::DeleteRulesByComment {
+                    undo.push(NftOp::DeleteRulesWithComment {
                         table: nft_table(*family),
                         chain: chain.into(),
-                        prefix: prefix.clone(),
+                        comment: container_id.to_string(),
                     });
                 }
             }
@@ -643,7 +647,7 @@ pub fn plan_add(
 }
 
 /// Removes one attachment's port forwarding from both backends, from what is there now.
-pub fn plan_teardown(plan: &mut Plan, obs: &mut dyn Observer, network: &str, container_id: &str, ifname: &str) {
+pub fn plan_teardown(plan: &mut Plan, obs: &mut dyn Observer, network: &str, container_id: &str) {
     let chains = [dn_chain(network, container_id), sn_chain(network, container_id)];
     for family in [Family::V4, Family::V6] {
         let Some(table) = lenient(observe::iptables_table(obs, family, "nat"), "iptables") else { continue };
@@ -653,11 +657,10 @@ pub fn plan_teardown(plan: &mut Plan, obs: &mut dyn Observer, network: &str, con
                 .tolerate(Tolerate::Missing);
         }
     }
-    let prefix = names::nft_instance_hash(network, ifname, container_id);
-    nft_delete(plan, obs, |c| nft_is_ours(c, &prefix, container_id));
+    nft_delete(plan, obs, |r| nft_is_ours(&r.comment, container_id));
 }
 
-fn nft_delete(plan: &mut Plan, obs: &mut dyn Observer, matches: impl Fn(&str) -> bool) {
+fn nft_delete(plan: &mut Plan, obs: &mut dyn Observer, matches: impl Fn(&NftRuleInfo) -> bool) {
     let mut ops = Vec::new();
     for family in [Family::V4, Family::V6] {
         let found = lenient(nft_rules_of(obs, family, &matches).map(Some), "nft").unwrap_or_default();
@@ -695,10 +698,9 @@ pub fn plan_gc(plan: &mut Plan, obs: &mut dyn Observer, network: &str, valid: &[
                 .tolerate(Tolerate::Missing);
         }
     }
-    let net_prefix = format!("{}-", names::nft_network_hash(network));
-    let valid_prefixes: Vec<String> =
-        valid.iter().map(|a| names::nft_instance_hash(network, &a.ifname, &a.container_id)).collect();
-    nft_delete(plan, obs, |c| c.starts_with(&net_prefix) && !valid_prefixes.iter().any(|v| c.starts_with(v)));
+    // The nft rules carry only the container id (the reference's comment), not the
+    // network: removing those of ids missing here could remove another network's port
+    // forwarding, so GC leaves them to DEL.
 }
 
 /// CHECK of one family's iptables rules.
@@ -784,7 +786,7 @@ impl Plugin for Portmap {
         let backend = conf.resolve_backend(cx.obs);
         // The shared chains are observed and then changed: not interleaved with another ADD.
         let _lock = cx.lock("portmap")?;
-        let plan = plan_add(&conf, backend, cx.obs, &network, &cx.env.container_id, &cx.env.ifname, addrs)?;
+        let plan = plan_add(&conf, backend, cx.obs, &network, &cx.env.container_id, addrs)?;
         apply(cx.exec, &plan)?;
         Ok(prev)
     }
@@ -795,7 +797,7 @@ impl Plugin for Portmap {
         let network = cx.conf.require_name()?.to_string();
         let _lock = cx.lock("portmap")?;
         let mut plan = Plan::new();
-        plan_teardown(&mut plan, cx.obs, &network, &cx.env.container_id, &cx.env.ifname);
+        plan_teardown(&mut plan, cx.obs, &network, &cx.env.container_id);
         apply(cx.exec, &plan)
     }
 
@@ -822,14 +824,12 @@ impl Plugin for Portmap {
                 }
             }
             Backend::Nftables => {
-                let prefix = names::nft_instance_hash(&network, &cx.env.ifname, &id);
                 for (family, _) in families {
                     let rules = observe::nft_table_rules(cx.obs, &nft_table(family))?.ok_or_else(|| {
                         CniError::check(format!("portmap: nft table {} is missing", nft_table(family)))
                     })?;
-                    let count = |chain: &str| {
-                        rules.iter().filter(|r| r.chain == chain && nft_is_ours(&r.comment, &prefix, &id)).count()
-                    };
+                    let count =
+                        |chain: &str| rules.iter().filter(|r| r.chain == chain && nft_is_ours(&r.comment, &id)).count();
                     let dnats = conf.mappings.iter().filter(|m| m.applies_to(family)).count();
                     let masqs = match (conf.snat, family == Family::V4 && !conf.masq_all) {
                         (false, _) => 0,

@@ -401,6 +401,13 @@ pub enum NftOp {
         chain: String,
         prefix: String,
     },
+    /// Deletes the rules of a chain whose comment is exactly `comment` (portmap's bare
+    /// container id, which may be a prefix of another id); resolved like the above.
+    DeleteRulesWithComment {
+        table: NftTable,
+        chain: String,
+        comment: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -579,6 +586,13 @@ impl FirewallOp {
                         }
                         NftOp::DeleteRulesByComment { table, chain, prefix } => {
                             writeln!(s, "# delete each rule of {table} {chain} whose comment starts with {prefix}")
+                        }
+                        NftOp::DeleteRulesWithComment { table, chain, comment } => {
+                            writeln!(
+                                s,
+                                "# delete each rule of {table} {chain} whose comment is {}",
+                                quote_comment(comment)
+                            )
                         }
                     };
                 }
