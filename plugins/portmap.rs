@@ -280,10 +280,11 @@ fn sn_chain(network: &str, container_id: &str) -> String {
     names::hash_with_prefix(28, "CNI-SN-", &format!("{network}{container_id}"))
 }
 
-/// The iptables comment is limited to 255 bytes; cut as the reference does.
+/// The iptables comment is limited to 255 bytes (the reference cuts to 256, which
+/// iptables refuses).
 fn trim_comment(mut c: String) -> String {
     if c.len() > 255 {
-        c.truncate(253);
+        c.truncate(252);
         c.push_str("...");
     }
     c
@@ -592,7 +593,7 @@ pub fn plan_add(
                 let table = observe::iptables_table(obs, *family, "nat")?.ok_or_else(|| {
                     CniError::new(
                         code::COMMAND_FAILED,
-                        format!("portmap: the {family:?} iptables nat table is not usable"),
+                        format!("portmap: the {} nat table is not usable", family.iptables()),
                     )
                 })?;
                 let (op, undo) = iptables_add(conf, &table, *family, network, container_id, *ctr);
@@ -818,7 +819,7 @@ impl Plugin for Portmap {
             Backend::Iptables => {
                 for (family, ctr) in families {
                     let table = observe::iptables_table(cx.obs, family, "nat")?.ok_or_else(|| {
-                        CniError::check(format!("portmap: the {family:?} iptables nat table is missing"))
+                        CniError::check(format!("portmap: the {} nat table is missing", family.iptables()))
                     })?;
                     check_iptables(&conf, &table, family, &network, &id, ctr)?;
                 }

@@ -18,6 +18,13 @@ impl Family {
     pub fn of(addr: &IpAddr) -> Family {
         if addr.is_ipv4() { Family::V4 } else { Family::V6 }
     }
+    /// The iptables command of the family, for messages.
+    pub fn iptables(self) -> &'static str {
+        match self {
+            Family::V4 => "iptables",
+            Family::V6 => "ip6tables",
+        }
+    }
     pub fn multicast(self) -> IpNetwork {
         match self {
             Family::V4 => "224.0.0.0/4".parse().expect("valid"),
