@@ -6,8 +6,10 @@
 //! Every change is one transaction: one `iptables-restore --noflush` per family, or one
 //! `nft -f -` for both families. DEL needs neither runtimeConfig nor prevResult: the
 //! iptables chain is derived from (network, container id) and found with its references
-//! by observation, nft rules by their comment; both backends are cleaned. GC removes the
-//! rules of this network's attachments that are not in `cni.dev/valid-attachments`.
+//! by observation, nft rules by their comment (the bare container id, as the reference);
+//! both backends are cleaned. GC removes the iptables chains of this network's
+//! attachments that are not in `cni.dev/valid-attachments` (nft rules name no network,
+//! so GC leaves them). A mapping may carry podman's `range` (consecutive ports).
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -84,7 +86,15 @@ struct RawMapping {
     protocol: String,
     #[serde(default, rename = "hostIP", alias = "hostIp")]
     host_ip: String,
+    /// A port range (podman's `range`): hostPort..hostPort+range-1 map to
+    /// containerPort..containerPort+range-1. Not in the CNI conventions; the reference
+    /// ignores it (runtimes expand ranges into one entry per port for it).
+    #[serde(default)]
+    range: Option<i64>,
 }
+
+/// The largest `range` accepted: each port costs three iptables rules.
+const MAX_RANGE: i64 = 4096;
 
 /// One entry of `runtimeConfig.portMappings`, validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -184,7 +194,9 @@ impl PortmapConf {
             Some(v) => {
                 let raw: Vec<RawMapping> =
                     serde_json::from_value(v.clone()).map_err(|e| err(format!("runtimeConfig.portMappings: {e}")))?;
-                raw.iter().enumerate().map(|(i, m)| mapping(i, m)).collect::<Result<_, _>>()?
+                let per_entry: Vec<Vec<PortMapping>> =
+                    raw.iter().enumerate().map(|(i, m)| mapping(i, m)).collect::<Result<_, _>>()?;
+                per_entry.into_iter().flatten().collect()
             }
         };
         Ok(PortmapConf {
@@ -224,7 +236,8 @@ impl PortmapConf {
     }
 }
 
-fn mapping(i: usize, m: &RawMapping) -> Result<PortMapping, CniError> {
+/// The validated mappings of one entry: one per port of its range.
+fn mapping(i: usize, m: &RawMapping) -> Result<Vec<PortMapping>, CniError> {
     let err = |msg: String| CniError::config(format!("portmap: runtimeConfig.portMappings[{i}]: {msg}"));
     let port = |p: i64, what: &str| -> Result<u16, CniError> {
         u16::try_from(p).ok().filter(|p| *p > 0).ok_or_else(|| err(format!("invalid {what} port number {p}")))
@@ -238,12 +251,23 @@ fn mapping(i: usize, m: &RawMapping) -> Result<PortMapping, CniError> {
         "" => None,
         s => Some(s.parse::<IpAddr>().map_err(|_| err(format!("hostIP {s:?} is not an IP address")))?),
     };
-    Ok(PortMapping {
-        host_port: port(m.host_port, "host")?,
-        container_port: port(m.container_port, "container")?,
-        protocol,
-        host_ip,
-    })
+    let host_port = port(m.host_port, "host")?;
+    let container_port = port(m.container_port, "container")?;
+    let range = m.range.unwrap_or(1);
+    if !(1..=MAX_RANGE).contains(&range) {
+        return Err(err(format!("range {range} is not between 1 and {MAX_RANGE}")));
+    }
+    let last = |first: u16, what: &str| -> Result<(), CniError> {
+        if i64::from(first) + range - 1 > 65535 {
+            return Err(err(format!("range {range} from {what} port {first} goes past 65535")));
+        }
+        Ok(())
+    };
+    last(host_port, "host")?;
+    last(container_port, "container")?;
+    Ok((0..range as u16)
+        .map(|k| PortMapping { host_port: host_port + k, container_port: container_port + k, protocol, host_ip })
+        .collect())
 }
 
 /// The container addresses port mappings go to: the first IPv4 and the first IPv6 address

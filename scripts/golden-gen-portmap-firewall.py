@@ -131,3 +131,9 @@ case('firewall-check-nftables-missing', 'firewall', 'CHECK', fw(backend='nftable
 case('firewall-gc', 'firewall', 'GC', {"cniVersion":"1.1.0","name":"podnet","type":"firewall","cni.dev/valid-attachments":[{"containerID":"ctr2","ifname":"eth0"}]}, o('fw-ipt'))
 case('firewall-gc-nftables', 'firewall', 'GC', {"cniVersion":"1.1.0","name":"podnet","type":"firewall","cni.dev/valid-attachments":[]}, o('fw-nft'))
 case('firewall-status-broken-backend', 'firewall', 'STATUS', {"cniVersion":"1.1.0","name":"podnet","type":"firewall"}, o('empty', {'iptables -w -t filter -S INPUT': None}))
+# ---- port ranges (podman's "range"; expanded to one mapping per port)
+RANGE = [{"hostPort":8000,"containerPort":9000,"protocol":"tcp","range":3}]
+case('portmap-add-range-iptables', 'portmap', 'ADD', pm(maps=RANGE, prev=RES4, backend='iptables'), o('empty'))
+case('portmap-add-range-nftables', 'portmap', 'ADD', pm(maps=RANGE, prev=RES4, backend='nftables'), o('empty'))
+case('portmap-add-range-past-65535', 'portmap', 'ADD', pm(maps=[{"hostPort":65534,"containerPort":80,"range":3}]), o('empty'))
+case('portmap-add-range-zero', 'portmap', 'ADD', pm(maps=[{"hostPort":8000,"containerPort":80,"range":0}]), o('empty'))

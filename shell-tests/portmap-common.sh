@@ -8,7 +8,7 @@
 #                                    outside: vin 192.168.78.2/24, fd78::2/64, default via host
 # A server in c1 answers "hello <peer address>" on port 80 (both families). portmap
 # (chained after bridge, with prevResult) maps host port 8080 to it, 8081 only on
-# 192.168.78.1 (hostIP), 9000/udp, and IPv6 8080. The test connects from the outside
+# 192.168.78.1 (hostIP), 9000/udp, the range 8098-8100 to 78-80, and IPv6 8080. The test connects from the outside
 # namespace, from the host itself (its own address and 127.0.0.1), from c1 to its own
 # mapped port (hairpin: the answer must name the bridge address, i.e. masqueraded) and
 # from c2 (this kernel runs br_netfilter, so hairpin needs the bridge's hairpinMode, as
@@ -50,7 +50,8 @@ BCONF=$(printf '{"cniVersion":"1.0.0","name":"%s","type":"bridge","bridge":"cni-
 BCONF4=$(bridge_conf $NET cni-pm0 10.90.0.0/24 '"isGateway":true,"isDefaultGateway":true,"hairpinMode":true')
 MAPS='[{"hostPort":8080,"containerPort":80,"protocol":"tcp"},
        {"hostPort":8081,"containerPort":80,"protocol":"tcp","hostIP":"192.168.78.1"},
-       {"hostPort":9000,"containerPort":9000,"protocol":"udp"}]'
+       {"hostPort":9000,"containerPort":9000,"protocol":"udp"},
+       {"hostPort":8098,"containerPort":78,"protocol":"tcp","range":3}]'
 # pmconf EXTRA: a portmap config of this network with the backend forced.
 pmconf() {
     printf '{"cniVersion":"1.0.0","name":"%s","type":"portmap","backend":"%s","capabilities":{"portMappings":true}%s}' \
@@ -124,6 +125,8 @@ assert_eq "$(fetch "$OUT" 192.168.78.1 8080)" "hello 192.168.78.2" \
 assert_eq "$(fetch "$OUT" 192.168.78.1 8081)" "hello 192.168.78.2" "outside -> hostIP 192.168.78.1:8081 reaches ctr-1"
 pings_within "$OUT" fd78::1 5
 assert_eq "$(fetch "$OUT" fd78::1 8080)" "hello fd78::2" "outside -> [fd78::1]:8080 (IPv6) reaches ctr-1"
+assert_eq "$(fetch "$OUT" 192.168.78.1 8100)" "hello 192.168.78.2" "range 8098-8100 -> 78-80: host:8100 reaches port 80"
+check_not "range: host:8099 goes to port 79, where nothing listens" test -n "$(fetch "$OUT" 192.168.78.1 8099)"
 check_not "8081 is mapped for IPv4 only (its hostIP is IPv4)" test -n "$(fetch "$OUT" fd78::1 8081)"
 assert_eq "$(fetch "$HOST" 192.168.78.1 8080)" "hello 192.168.78.1" "host -> its own address:8080 reaches ctr-1 (OUTPUT DNAT)"
 assert_eq "$(fetch "$HOST" 127.0.0.1 8080)" "hello $GW4" "host -> 127.0.0.1:8080 reaches ctr-1, masqueraded"
