@@ -1,7 +1,12 @@
 #!/bin/bash
-# capture.sh STATE: builds a state in a throwaway netns and dumps the query outputs as JSON.
+# golden-capture-portmap-firewall.sh STATE > /tmp/gold/STATE.json (as root)
+# Builds a state (ipcni's or the reference's rules, /usr/lib/cni) in throwaway
+# namespaces and prints the outputs of the queries portmap and firewall make, for
+# scripts/golden-gen-portmap-firewall.py (which reads /tmp/gold/*.json). TAMPER=CMD runs a
+# command in the host namespace before the capture.
 set -u
-BIN=/tmp/pm-bin
+BIN=${IPCNI_BIN:-/tmp/pm-bin}
+mkdir -p /tmp/gold
 NS=gold-cap-$$
 ip netns add $NS; ip -n $NS link set lo up
 C=gold-ctr-$$; ip netns add $C

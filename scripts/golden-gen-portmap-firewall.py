@@ -1,3 +1,6 @@
+# Writes tests/golden/portmap-* and firewall-* (config.json, env, observed.json) from the
+# states captured by golden-capture-portmap-firewall.sh into /tmp/gold; then bless with
+# IPCNI_BLESS=1 IPCNI_GOLDEN=portmap (and firewall) cargo test --test golden.
 import json, os, copy
 G = '/work/wt-portmap/tests/golden'
 S = {n: json.load(open(f'/tmp/gold/{n}.json')) for n in
