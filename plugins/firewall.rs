@@ -550,7 +550,7 @@ impl Plugin for Firewall {
                     let table = observe::iptables_table(cx.obs, family, "filter")?.ok_or_else(|| {
                         CniError::new(
                             code::COMMAND_FAILED,
-                            format!("firewall: the {family:?} iptables filter table is not usable"),
+                            format!("firewall: the {} filter table is not usable", family.iptables()),
                         )
                     })?;
                     let (op, undo) = iptables_add(&conf, &table, family, &ips, &comment, bridge.as_deref());
@@ -600,7 +600,7 @@ impl Plugin for Firewall {
                         continue;
                     }
                     let table = observe::iptables_table(cx.obs, family, "filter")?.ok_or_else(|| {
-                        CniError::check(format!("firewall: the {family:?} iptables filter table is missing"))
+                        CniError::check(format!("firewall: the {} filter table is missing", family.iptables()))
                     })?;
                     check_iptables(&conf, &table, family, &ips, &comment, bridge.as_deref())?;
                 }
@@ -622,7 +622,10 @@ impl Plugin for Firewall {
         if !observe::backend_usable(cx.obs, conf.backend == Backend::Nftables) {
             return Err(CniError::new(
                 code::PLUGIN_NOT_AVAILABLE,
-                format!("firewall: the {:?} backend is not usable", conf.backend),
+                format!(
+                    "firewall: the {} backend is not usable",
+                    if conf.backend == Backend::Nftables { "nftables" } else { "iptables" }
+                ),
             ));
         }
         Ok(())

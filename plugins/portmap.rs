@@ -6,8 +6,10 @@
 //! Every change is one transaction: one `iptables-restore --noflush` per family, or one
 //! `nft -f -` for both families. DEL needs neither runtimeConfig nor prevResult: the
 //! iptables chain is derived from (network, container id) and found with its references
-//! by observation, nft rules by their comment; both backends are cleaned. GC removes the
-//! rules of this network's attachments that are not in `cni.dev/valid-attachments`.
+//! by observation, nft rules by their comment (the bare container id, as the reference);
+//! both backends are cleaned. GC removes the iptables chains of this network's
+//! attachments that are not in `cni.dev/valid-attachments` (nft rules name no network,
+//! so GC leaves them). A mapping may carry podman's `range` (consecutive ports).
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -16,7 +18,7 @@ use ipnetwork::IpNetwork;
 use serde::Deserialize;
 
 use crate::exec::apply;
-use crate::exec::observe::{self, IptTable, Observer};
+use crate::exec::observe::{self, IptTable, NftRuleInfo, Observer};
 use crate::names;
 use crate::plan::firewall::{
     AddrType, BaseChain, Family, FirewallOp, IptLine, IptRule, IptTarget, L4Proto, Mark, NftOp, NftRule, NftTable,
@@ -84,7 +86,15 @@ struct RawMapping {
     protocol: String,
     #[serde(default, rename = "hostIP", alias = "hostIp")]
     host_ip: String,
+    /// A port range (podman's `range`): hostPort..hostPort+range-1 map to
+    /// containerPort..containerPort+range-1. Not in the CNI conventions; the reference
+    /// ignores it (runtimes expand ranges into one entry per port for it).
+    #[serde(default)]
+    range: Option<i64>,
 }
+
+/// The largest `range` accepted: each port costs three iptables rules.
+const MAX_RANGE: i64 = 4096;
 
 /// One entry of `runtimeConfig.portMappings`, validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -184,7 +194,9 @@ impl PortmapConf {
             Some(v) => {
                 let raw: Vec<RawMapping> =
                     serde_json::from_value(v.clone()).map_err(|e| err(format!("runtimeConfig.portMappings: {e}")))?;
-                raw.iter().enumerate().map(|(i, m)| mapping(i, m)).collect::<Result<_, _>>()?
+                let per_entry: Vec<Vec<PortMapping>> =
+                    raw.iter().enumerate().map(|(i, m)| mapping(i, m)).collect::<Result<_, _>>()?;
+                per_entry.into_iter().flatten().collect()
             }
         };
         Ok(PortmapConf {
@@ -224,7 +236,8 @@ impl PortmapConf {
     }
 }
 
-fn mapping(i: usize, m: &RawMapping) -> Result<PortMapping, CniError> {
+/// The validated mappings of one entry: one per port of its range.
+fn mapping(i: usize, m: &RawMapping) -> Result<Vec<PortMapping>, CniError> {
     let err = |msg: String| CniError::config(format!("portmap: runtimeConfig.portMappings[{i}]: {msg}"));
     let port = |p: i64, what: &str| -> Result<u16, CniError> {
         u16::try_from(p).ok().filter(|p| *p > 0).ok_or_else(|| err(format!("invalid {what} port number {p}")))
@@ -238,12 +251,23 @@ fn mapping(i: usize, m: &RawMapping) -> Result<PortMapping, CniError> {
         "" => None,
         s => Some(s.parse::<IpAddr>().map_err(|_| err(format!("hostIP {s:?} is not an IP address")))?),
     };
-    Ok(PortMapping {
-        host_port: port(m.host_port, "host")?,
-        container_port: port(m.container_port, "container")?,
-        protocol,
-        host_ip,
-    })
+    let host_port = port(m.host_port, "host")?;
+    let container_port = port(m.container_port, "container")?;
+    let range = m.range.unwrap_or(1);
+    if !(1..=MAX_RANGE).contains(&range) {
+        return Err(err(format!("range {range} is not between 1 and {MAX_RANGE}")));
+    }
+    let last = |first: u16, what: &str| -> Result<(), CniError> {
+        if i64::from(first) + range - 1 > 65535 {
+            return Err(err(format!("range {range} from {what} port {first} goes past 65535")));
+        }
+        Ok(())
+    };
+    last(host_port, "host")?;
+    last(container_port, "container")?;
+    Ok((0..range as u16)
+        .map(|k| PortMapping { host_port: host_port + k, container_port: container_port + k, protocol, host_ip })
+        .collect())
 }
 
 /// The container addresses port mappings go to: the first IPv4 and the first IPv6 address
@@ -280,10 +304,11 @@ fn sn_chain(network: &str, container_id: &str) -> String {
     names::hash_with_prefix(28, "CNI-SN-", &format!("{network}{container_id}"))
 }
 
-/// The iptables comment is limited to 255 bytes; cut as the reference does.
+/// The iptables comment is limited to 255 bytes (the reference cuts to 256, which
+/// iptables refuses).
 fn trim_comment(mut c: String) -> String {
     if c.len() > 255 {
-        c.truncate(253);
+        c.truncate(252);
         c.push_str("...");
     }
     c
@@ -293,9 +318,12 @@ fn dnat_comment(network: &str, container_id: &str) -> String {
     trim_comment(format!("dnat name: \"{network}\" id: \"{container_id}\""))
 }
 
-/// An nft rule of this attachment: ipcni's comment, or the reference's (the bare id).
-fn nft_is_ours(comment: &str, prefix: &str, container_id: &str) -> bool {
-    comment.starts_with(prefix) || comment == container_id
+/// An nft rule of this container. The comment is the bare container id, as the
+/// reference writes and deletes it, so either implementation removes the other's rules.
+/// It names neither network nor interface: like the reference, a DEL removes the
+/// container's port forwarding of every network, and GC cannot tell networks apart.
+fn nft_is_ours(comment: &str, container_id: &str) -> bool {
+    comment == container_id
 }
 
 // ---------------------------------------------------------------- iptables rules
@@ -548,12 +576,12 @@ fn nft_add_ops(
 fn nft_rules_of(
     obs: &mut dyn Observer,
     family: Family,
-    keep: impl Fn(&str) -> bool,
+    keep: impl Fn(&NftRuleInfo) -> bool,
 ) -> Result<Vec<(String, u64)>, CniError> {
     let rules = observe::nft_table_rules(obs, &nft_table(family))?.unwrap_or_default();
     Ok(rules
         .into_iter()
-        .filter(|r| NFT_RULE_CHAINS.contains(&r.chain.as_str()) && keep(&r.comment))
+        .filter(|r| NFT_RULE_CHAINS.contains(&r.chain.as_str()) && keep(r))
         .map(|r| (r.chain, r.handle))
         .collect())
 }
@@ -578,7 +606,6 @@ pub fn plan_add(
     obs: &mut dyn Observer,
     network: &str,
     container_id: &str,
-    ifname: &str,
     addrs: (Option<IpNetwork>, Option<IpNetwork>),
 ) -> Result<Plan, CniError> {
     let mut plan = Plan::new();
@@ -590,7 +617,7 @@ pub fn plan_add(
                 let table = observe::iptables_table(obs, *family, "nat")?.ok_or_else(|| {
                     CniError::new(
                         code::COMMAND_FAILED,
-                        format!("portmap: the {family:?} iptables nat table is not usable"),
+                        format!("portmap: the {} nat table is not usable", family.iptables()),
                     )
                 })?;
                 let (op, undo) = iptables_add(conf, &table, *family, network, container_id, *ctr);
@@ -598,18 +625,20 @@ pub fn plan_add(
             }
         }
         Backend::Nftables => {
-            let comment = names::nft_instance_comment(network, ifname, container_id);
-            let prefix = names::nft_instance_hash(network, ifname, container_id);
             let mut ops = Vec::new();
             let mut undo = Vec::new();
             for (family, ctr) in &families {
-                let existing = nft_rules_of(obs, *family, |c| nft_is_ours(c, &prefix, container_id))?;
-                ops.extend(nft_add_ops(conf, *family, *ctr, &comment, &existing));
+                // A repeated ADD replaces the container's rules of this address rather than
+                // adding them twice (rules of its other networks DNAT elsewhere).
+                let existing = nft_rules_of(obs, *family, |r| {
+                    nft_is_ours(&r.comment, container_id) && r.mentions(&ctr.ip().to_string())
+                })?;
+                ops.extend(nft_add_ops(conf, *family, *ctr, container_id, &existing));
                 for chain in [NFT_HOSTPORTS, NFT_MASQ] {
-                    undo.push(NftOp::DeleteRulesByComment {
+                    undo.push(NftOp::DeleteRulesWithComment {
                         table: nft_table(*family),
                         chain: chain.into(),
-                        prefix: prefix.clone(),
+                        comment: container_id.to_string(),
                     });
                 }
             }
@@ -643,7 +672,7 @@ pub fn plan_add(
 }
 
 /// Removes one attachment's port forwarding from both backends, from what is there now.
-pub fn plan_teardown(plan: &mut Plan, obs: &mut dyn Observer, network: &str, container_id: &str, ifname: &str) {
+pub fn plan_teardown(plan: &mut Plan, obs: &mut dyn Observer, network: &str, container_id: &str) {
     let chains = [dn_chain(network, container_id), sn_chain(network, container_id)];
     for family in [Family::V4, Family::V6] {
         let Some(table) = lenient(observe::iptables_table(obs, family, "nat"), "iptables") else { continue };
@@ -653,11 +682,10 @@ pub fn plan_teardown(plan: &mut Plan, obs: &mut dyn Observer, network: &str, con
                 .tolerate(Tolerate::Missing);
         }
     }
-    let prefix = names::nft_instance_hash(network, ifname, container_id);
-    nft_delete(plan, obs, |c| nft_is_ours(c, &prefix, container_id));
+    nft_delete(plan, obs, |r| nft_is_ours(&r.comment, container_id));
 }
 
-fn nft_delete(plan: &mut Plan, obs: &mut dyn Observer, matches: impl Fn(&str) -> bool) {
+fn nft_delete(plan: &mut Plan, obs: &mut dyn Observer, matches: impl Fn(&NftRuleInfo) -> bool) {
     let mut ops = Vec::new();
     for family in [Family::V4, Family::V6] {
         let found = lenient(nft_rules_of(obs, family, &matches).map(Some), "nft").unwrap_or_default();
@@ -695,10 +723,9 @@ pub fn plan_gc(plan: &mut Plan, obs: &mut dyn Observer, network: &str, valid: &[
                 .tolerate(Tolerate::Missing);
         }
     }
-    let net_prefix = format!("{}-", names::nft_network_hash(network));
-    let valid_prefixes: Vec<String> =
-        valid.iter().map(|a| names::nft_instance_hash(network, &a.ifname, &a.container_id)).collect();
-    nft_delete(plan, obs, |c| c.starts_with(&net_prefix) && !valid_prefixes.iter().any(|v| c.starts_with(v)));
+    // The nft rules carry only the container id (the reference's comment), not the
+    // network: removing those of ids missing here could remove another network's port
+    // forwarding, so GC leaves them to DEL.
 }
 
 /// CHECK of one family's iptables rules.
@@ -784,7 +811,7 @@ impl Plugin for Portmap {
         let backend = conf.resolve_backend(cx.obs);
         // The shared chains are observed and then changed: not interleaved with another ADD.
         let _lock = cx.lock("portmap")?;
-        let plan = plan_add(&conf, backend, cx.obs, &network, &cx.env.container_id, &cx.env.ifname, addrs)?;
+        let plan = plan_add(&conf, backend, cx.obs, &network, &cx.env.container_id, addrs)?;
         apply(cx.exec, &plan)?;
         Ok(prev)
     }
@@ -795,7 +822,7 @@ impl Plugin for Portmap {
         let network = cx.conf.require_name()?.to_string();
         let _lock = cx.lock("portmap")?;
         let mut plan = Plan::new();
-        plan_teardown(&mut plan, cx.obs, &network, &cx.env.container_id, &cx.env.ifname);
+        plan_teardown(&mut plan, cx.obs, &network, &cx.env.container_id);
         apply(cx.exec, &plan)
     }
 
@@ -816,20 +843,18 @@ impl Plugin for Portmap {
             Backend::Iptables => {
                 for (family, ctr) in families {
                     let table = observe::iptables_table(cx.obs, family, "nat")?.ok_or_else(|| {
-                        CniError::check(format!("portmap: the {family:?} iptables nat table is missing"))
+                        CniError::check(format!("portmap: the {} nat table is missing", family.iptables()))
                     })?;
                     check_iptables(&conf, &table, family, &network, &id, ctr)?;
                 }
             }
             Backend::Nftables => {
-                let prefix = names::nft_instance_hash(&network, &cx.env.ifname, &id);
                 for (family, _) in families {
                     let rules = observe::nft_table_rules(cx.obs, &nft_table(family))?.ok_or_else(|| {
                         CniError::check(format!("portmap: nft table {} is missing", nft_table(family)))
                     })?;
-                    let count = |chain: &str| {
-                        rules.iter().filter(|r| r.chain == chain && nft_is_ours(&r.comment, &prefix, &id)).count()
-                    };
+                    let count =
+                        |chain: &str| rules.iter().filter(|r| r.chain == chain && nft_is_ours(&r.comment, &id)).count();
                     let dnats = conf.mappings.iter().filter(|m| m.applies_to(family)).count();
                     let masqs = match (conf.snat, family == Family::V4 && !conf.masq_all) {
                         (false, _) => 0,

@@ -632,6 +632,27 @@ pub struct NftRuleInfo {
     pub chain: String,
     pub handle: u64,
     pub comment: String,
+    /// Every string and number of the rule's `expr`, in order (addresses, ports, chain
+    /// names): enough to tell which address a rule is about without modelling nft's
+    /// expression tree.
+    pub words: Vec<String>,
+}
+
+impl NftRuleInfo {
+    /// Whether `word` (an address, a chain name) appears in the rule's expression.
+    pub fn mentions(&self, word: &str) -> bool {
+        self.words.iter().any(|w| w == word)
+    }
+}
+
+fn json_words(v: &serde_json::Value, out: &mut Vec<String>) {
+    match v {
+        serde_json::Value::String(s) => out.push(s.clone()),
+        serde_json::Value::Number(n) => out.push(n.to_string()),
+        serde_json::Value::Array(a) => a.iter().for_each(|x| json_words(x, out)),
+        serde_json::Value::Object(o) => o.values().for_each(|x| json_words(x, out)),
+        _ => {}
+    }
 }
 
 /// `nft -j list table FAMILY T`: the rules with their handles and comments.
@@ -650,6 +671,13 @@ pub fn nft_table_rules(obs: &mut dyn Observer, table: &NftTable) -> Result<Optio
                     chain: r.get("chain")?.as_str()?.to_string(),
                     handle: r.get("handle")?.as_u64()?,
                     comment: r.get("comment").and_then(|c| c.as_str()).unwrap_or("").to_string(),
+                    words: {
+                        let mut w = Vec::new();
+                        if let Some(e) = r.get("expr") {
+                            json_words(e, &mut w);
+                        }
+                        w
+                    },
                 })
             })
             .collect(),

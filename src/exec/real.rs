@@ -221,7 +221,9 @@ impl RealExecutor {
                 wait_dad(&step.ns, dev, &r.to_shell())
             }
             (Op::Firewall(FirewallOp::Nft { ops }), _)
-                if ops.iter().any(|o| matches!(o, NftOp::DeleteRulesByComment { .. })) =>
+                if ops.iter().any(|o| {
+                    matches!(o, NftOp::DeleteRulesByComment { .. } | NftOp::DeleteRulesWithComment { .. })
+                }) =>
             {
                 let resolved = self.resolve_nft_purges(ops)?;
                 if resolved.is_empty() {
@@ -252,10 +254,16 @@ impl RealExecutor {
     fn resolve_nft_purges(&mut self, ops: &[NftOp]) -> Result<Vec<NftOp>, ProcessError> {
         let mut out = Vec::new();
         for op in ops {
-            let NftOp::DeleteRulesByComment { table, chain, prefix } = op else {
-                out.push(op.clone());
-                continue;
+            // (table, chain, comment, whether the comment is only a prefix)
+            let (table, chain, comment, prefix) = match op {
+                NftOp::DeleteRulesByComment { table, chain, prefix } => (table, chain, prefix, true),
+                NftOp::DeleteRulesWithComment { table, chain, comment } => (table, chain, comment, false),
+                _ => {
+                    out.push(op.clone());
+                    continue;
+                }
             };
+            let wanted = |c: &str| if prefix { c.starts_with(comment.as_str()) } else { c == comment };
             let mut obs = observe::RealObserver::default();
             let rules = observe::nft_table_rules(&mut obs, table).map_err(|e| ProcessError {
                 cmdline: format!("nft -j list table {table}"),
@@ -267,7 +275,7 @@ impl RealExecutor {
                 rules
                     .unwrap_or_default()
                     .into_iter()
-                    .filter(|r| &r.chain == chain && r.comment.starts_with(prefix.as_str()))
+                    .filter(|r| &r.chain == chain && wanted(&r.comment))
                     .map(|r| NftOp::DeleteRule { table: table.clone(), chain: chain.clone(), handle: r.handle }),
             );
         }

@@ -18,6 +18,13 @@ impl Family {
     pub fn of(addr: &IpAddr) -> Family {
         if addr.is_ipv4() { Family::V4 } else { Family::V6 }
     }
+    /// The iptables command of the family, for messages.
+    pub fn iptables(self) -> &'static str {
+        match self {
+            Family::V4 => "iptables",
+            Family::V6 => "ip6tables",
+        }
+    }
     pub fn multicast(self) -> IpNetwork {
         match self {
             Family::V4 => "224.0.0.0/4".parse().expect("valid"),
@@ -401,6 +408,13 @@ pub enum NftOp {
         chain: String,
         prefix: String,
     },
+    /// Deletes the rules of a chain whose comment is exactly `comment` (portmap's bare
+    /// container id, which may be a prefix of another id); resolved like the above.
+    DeleteRulesWithComment {
+        table: NftTable,
+        chain: String,
+        comment: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -579,6 +593,13 @@ impl FirewallOp {
                         }
                         NftOp::DeleteRulesByComment { table, chain, prefix } => {
                             writeln!(s, "# delete each rule of {table} {chain} whose comment starts with {prefix}")
+                        }
+                        NftOp::DeleteRulesWithComment { table, chain, comment } => {
+                            writeln!(
+                                s,
+                                "# delete each rule of {table} {chain} whose comment is {}",
+                                quote_comment(comment)
+                            )
                         }
                     };
                 }
