@@ -30,10 +30,7 @@ ROOT=$(cd "$HERE/.." && pwd)
 SELF="$HERE/$(basename "${BASH_SOURCE[0]}")"
 if [[ -x /usr/bin/python3 ]]; then PY=/usr/bin/python3; else PY=$(command -v python3 || true); fi
 
-NET=e2enet
-BRIDGE=cni-e2e0
-SUBNET=10.89.7.0/24
-GATEWAY=10.89.7.1
+EXAMPLE=${PODMAN_E2E_CONFLIST:-$HERE/examples/podman-ipcni.conflist}
 UPLINK_HOST=192.0.2.1 # the host namespace's end of the link to the "outside" namespace
 UPLINK_OUT=192.0.2.2  # the outside namespace, which has no route to $SUBNET
 HOST_PORT=8080
@@ -385,38 +382,26 @@ printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\
 printf 'root:x:0:\nnobody:x:65534:\n' >"$R/etc/group"
 printf '%s\n' "$PAGE" >"$R/www/index.html"
 
-# The conflist `podman network create` writes for a CNI network (bridge with ipMasq and
-# hairpin, host-local with a default route, portmap, firewall, tuning), plus a host-local
-# dataDir in the temp dir instead of /var/lib/cni/networks.
-"$PY" - "$WORK/net.d/$NET.conflist" <<EOF
-import json, sys
-conf = {
-    "cniVersion": "0.4.0",
-    "name": "$NET",
-    "plugins": [
-        {
-            "type": "bridge",
-            "bridge": "$BRIDGE",
-            "isGateway": True,
-            "ipMasq": True,
-            "hairpinMode": True,
-            "ipam": {
-                "type": "host-local",
-                "routes": [{"dst": "0.0.0.0/0"}],
-                "ranges": [[{"subnet": "$SUBNET", "gateway": "$GATEWAY"}]],
-                "dataDir": "$WORK/ipam",
-            },
-            "capabilities": {"ips": True},
-        },
-        {"type": "portmap", "capabilities": {"portMappings": True}},
-        {"type": "firewall", "backend": ""},
-        {"type": "tuning"},
-    ],
-}
-with open(sys.argv[1], "w") as f:
+# The network is containers/examples/podman-ipcni.conflist, the shape `podman network create`
+# writes for a CNI network, with only a host-local dataDir added (the temp dir instead of
+# /var/lib/cni/networks). NET, BRIDGE, SUBNET and GATEWAY come from it.
+"$PY" - "$EXAMPLE" "$WORK/net.d/conflist" "$WORK/ipam" >"$WORK/net.vars" <<'EOF'
+import json, shlex, sys
+conf = json.load(open(sys.argv[1]))
+bridge = conf["plugins"][0]
+assert bridge["type"] == "bridge" and bridge["ipam"]["type"] == "host-local", "first plugin: bridge + host-local"
+bridge["ipam"]["dataDir"] = sys.argv[3]
+rng = bridge["ipam"]["ranges"][0][0]
+with open(sys.argv[2], "w") as f:
     json.dump(conf, f, indent=3)
     f.write("\n")
+for k, v in (("NET", conf["name"]), ("BRIDGE", bridge["bridge"]), ("SUBNET", rng["subnet"]), ("GATEWAY", rng["gateway"])):
+    print("%s=%s" % (k, shlex.quote(v)))
 EOF
+[[ -s $WORK/net.vars ]] || { echo "podman-e2e: cannot read $EXAMPLE" >&2; exit 2; }
+. "$WORK/net.vars"
+mv "$WORK/net.d/conflist" "$WORK/net.d/$NET.conflist"
+export NET BRIDGE SUBNET GATEWAY
 cat >"$WORK/containers.conf" <<EOF
 [network]
 network_backend = "cni"
