@@ -153,6 +153,9 @@ inner() {
 import ipaddress, sys
 sys.exit(0 if ipaddress.ip_address(sys.argv[1]) in ipaddress.ip_network(sys.argv[2]) else 1)' "$ip" "$SUBNET"
 
+    local sandbox
+    sandbox=$("${P[@]}" inspect --format '{{.NetworkSettings.SandboxKey}}' "$C" 2>&1)
+    check "podman made the container's netns $sandbox" test -e "$sandbox"
     say "podman exec $C ip addr"
     out=$("${P[@]}" exec "$C" ip addr 2>&1)
     printf '%s\n' "$out" | sed 's/^/    /'
@@ -194,6 +197,7 @@ sys.exit(0 if ipaddress.ip_address(sys.argv[1]) in ipaddress.ip_network(sys.argv
     say "podman stop $C"
     check "podman stop" "${P[@]}" stop -t 0 "$C"
     leftovers "after stop" "$cid" "$ip" "$links_before"
+    check "after stop: the container's netns $sandbox is gone" test ! -e "$sandbox"
     say "podman rm $C"
     check "podman rm" "${P[@]}" rm "$C"
     leftovers "after rm" "$cid" "$ip" "$links_before"
@@ -249,29 +253,43 @@ for n in sorted(os.listdir(sys.argv[1])):
     print(n)' "$1"
 }
 
+# bench: N rounds, each one `podman run -d` + `podman rm -f` with the plugins under test,
+# the same with the reference plugins (/usr/lib/cni, through a second containers.conf),
+# and one with --network none, interleaved so that drift in the machine's load hits all
+# three alike.
 bench() {
-    local n=$E2E_BENCH i t0 t1 net
-    say "bench: $n podman run -d / rm -f cycles per network mode (plugins: $E2E_PLUGINS_DIR)"
-    for net in "$NET" none; do
-        local -a runs=() rms=()
-        local -a pflag=()
-        [[ $net == "$NET" ]] && pflag=(-p "$HOST_PORT:80")
-        for ((i = 0; i < n; i++)); do
+    local n=$E2E_BENCH i t0 t1 mode
+    local -a modes=(tested reference none)
+    local -A runs=() rms=()
+    [[ -x /usr/lib/cni/bridge ]] || modes=(tested none)
+    say "bench: $n rounds of podman run -d / rm -f -t 0: tested ($E2E_PLUGINS_DIR), reference (/usr/lib/cni), --network none"
+    for ((i = 0; i < n; i++)); do
+        for mode in "${modes[@]}"; do
+            local -a net=(--network "$NET" -p "$HOST_PORT:80")
+            local conf=$W/containers.conf
+            [[ $mode == none ]] && net=(--network none)
+            [[ $mode == reference ]] && conf=$W/containers-reference.conf
             t0=$(now_ms)
-            if ! "${P[@]}" "${RUN[@]}" -d --name "bench$i" --network "$net" "${pflag[@]}" "$ROOTFS" /bin/httpd -f -p 80 -h /www >/dev/null 2>&1; then
-                not_ok "bench: podman run --network $net (run $i)"
+            if ! out=$(CONTAINERS_CONF=$conf "${P[@]}" "${RUN[@]}" -d --name "bench-$mode-$i" "${net[@]}" "$ROOTFS" /bin/httpd -f -p 80 -h /www 2>&1); then
+                not_ok "bench: podman run ($mode, round $i)"
+                printf '%s\n' "$out" | sed 's/^/    | /'
                 return
             fi
             t1=$(now_ms)
-            runs+=($((t1 - t0)))
+            runs[$mode]+=" $((t1 - t0))"
             t0=$(now_ms)
-            "${P[@]}" rm -f -t 0 "bench$i" >/dev/null 2>&1 || not_ok "bench: podman rm -f (run $i)"
+            CONTAINERS_CONF=$conf "${P[@]}" rm -f -t 0 "bench-$mode-$i" >/dev/null 2>&1 || not_ok "bench: podman rm -f ($mode, round $i)"
             t1=$(now_ms)
-            rms+=($((t1 - t0)))
+            rms[$mode]+=" $((t1 - t0))"
         done
-        echo "bench network=$net run_ms: ${runs[*]}"
-        echo "bench network=$net rm_ms: ${rms[*]}"
-        echo "bench network=$net median run_ms=$(median "${runs[@]}") rm_ms=$(median "${rms[@]}")"
+    done
+    for mode in "${modes[@]}"; do
+        echo "bench $mode run_ms:${runs[$mode]}"
+        echo "bench $mode rm_ms:${rms[$mode]}"
+    done
+    for mode in "${modes[@]}"; do
+        # shellcheck disable=SC2086 # the lists are space-separated numbers
+        printf 'bench %-9s median podman run %4d ms, podman rm -f %4d ms\n' "$mode" "$(median ${runs[$mode]})" "$(median ${rms[$mode]})"
     done
     check_empty "after the bench: no veth is left on $BRIDGE" "$(link_names_with_master "$BRIDGE")"
     check_empty "after the bench: no host-local reservation is left" "$(reservations "$E2E_WORK/ipam/$NET")"
@@ -412,6 +430,8 @@ network_config_dir = "$WORK/net.d"
 cgroup_manager = "cgroupfs"
 events_logger = "file"
 EOF
+# The bench's comparison: the same, with the Go reference plugins.
+sed "s|^cni_plugin_dirs = .*|cni_plugin_dirs = [\"/usr/lib/cni\"]|" "$WORK/containers.conf" >"$WORK/containers-reference.conf"
 say "network config $WORK/net.d/$NET.conflist"
 sed 's/^/    /' "$WORK/net.d/$NET.conflist"
 
@@ -467,8 +487,8 @@ else
     not_ok "the root network namespace changed"
     diff <(printf '%s\n' "$root_before") <(printf '%s\n' "$root_after") | sed 's/^/    | /'
 fi
-check_empty "no /run/netns entry of podman's is left" \
-    "$(comm -13 <(printf '%s\n' "$netns_before" | sort) <(ls /run/netns 2>/dev/null | grep -v -x -e "$HOST_NS" -e "$OUT_NS" | sort))"
+check_empty "no podman netns (/run/netns/netns-*) is left" \
+    "$(comm -13 <(printf '%s\n' "$netns_before" | grep '^netns-' | sort) <(ls /run/netns 2>/dev/null | grep '^netns-' | sort))"
 
 if ((inner_rc == 77)); then
     # The reason is the inner half's last line; repeat it as ours.
