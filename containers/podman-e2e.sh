@@ -7,8 +7,9 @@
 #   --plugins  where podman finds the CNI plugins (cni_plugin_dirs): ipcni (default: $IPCNI_BIN,
 #              or a fresh release build installed into the temp dir), reference (/usr/lib/cni,
 #              the Go plugins), or a directory. Env: PODMAN_E2E_PLUGINS.
-#   --bench N  after the checks, time N `podman run -d` / `podman rm -f` cycles with the
-#              network and N without (--network none); prints each and the medians.
+#   --bench N  after the checks, time N rounds of `podman run -d` + `podman rm -f`, each
+#              round with these plugins, with the reference ones (/usr/lib/cni) and with
+#              --network none, interleaved; prints each time and the medians.
 #              Env: PODMAN_E2E_BENCH.
 #   --keep     keep the temp dir (podman state, configs, logs) and print its path.
 #
@@ -99,11 +100,12 @@ now_ms() { echo $(($(date +%s%N) / 1000000)); }
 
 inner() {
     local W=$E2E_WORK
-    local -a P=(podman --root "$W/podman/root" --runroot "$W/podman/run" --tmpdir "$W/podman/tmp"
+    # Global, not local: the EXIT trap below uses P after inner() has returned.
+    P=(podman --root "$W/podman/root" --runroot "$W/podman/run" --tmpdir "$W/podman/tmp"
         --storage-driver vfs --cgroup-manager cgroupfs --events-backend file --network-backend cni)
     # --rootfs makes the first positional argument a root directory instead of an image.
-    local -a RUN=(run --rootfs --ulimit nofile=20000:20000 --ulimit nproc=32768:32768)
-    local ROOTFS=$W/rootfs
+    RUN=(run --rootfs --ulimit nofile=20000:20000 --ulimit nproc=32768:32768)
+    ROOTFS=$W/rootfs
     local C=e2e-httpd
 
     # crun needs a cgroup hierarchy under /sys/fs/cgroup; `ip netns exec` gave this process a
