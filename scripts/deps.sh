@@ -6,6 +6,9 @@ want=(iproute2 util-linux iptables nftables iputils-ping procps python3)
 if [[ ${1:-test} == test ]]; then
     # The Go reference plugins: interop and side-by-side tests read /usr/lib/cni.
     want+=(containernetworking-plugins)
+    # shell-tests/t-podman (containers/podman-e2e.sh): podman 4.3 with its CNI backend, which
+    # pulls in conmon and crun, and the static busybox its container rootfs is made of.
+    want+=(podman busybox-static)
 fi
 missing=()
 for p in "${want[@]}"; do
