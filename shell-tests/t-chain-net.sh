@@ -31,7 +31,7 @@ cat >"$CONFDIR/10-chain.conflist" <<EOF
    "ipam":{"type":"host-local","dataDir":"$T_TMP/data","subnet":"10.93.0.0/24","routes":[{"dst":"0.0.0.0/0"}]}},
   {"type":"portmap","capabilities":{"portMappings":true},"backend":"iptables"},
   {"type":"bandwidth","capabilities":{"bandwidth":true}},
-  {"type":"tuning","sysctl":{"net.ipv4.conf.eth0.arp_filter":"1"}},
+  {"type":"tuning","dataDir":"$T_TMP/tuning","sysctl":{"net.ipv4.conf.eth0.arp_filter":"1"}},
   {"type":"firewall","backend":"iptables"}
 ]}
 EOF
