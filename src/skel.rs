@@ -265,7 +265,7 @@ fn run_inner(
             Err(e) => return fail(e, version),
         },
     };
-    let mut real_exec = RealExecutor::default();
+    let mut real_exec = RealExecutor::new();
     let mut dry = DryRun::default();
     let exec: &mut dyn Executor = if mode.is_dry() { &mut dry } else { &mut real_exec };
     let mut obs = RealObserver::default();
