@@ -325,7 +325,16 @@ pub fn plan_add(
         alias: Some(orig.clone()),
         ..LinkSet::dev(orig)
     };
-    let move_back = LinkSet { name: Some(orig.clone()), netns: Some(Netns::Host), ..LinkSet::dev(target.ifname) };
+    // A rollback gives the device back its alias as it was: none (cleared with an empty
+    // alias), or the old one when it is a plain token; text that could break a batch
+    // line is not put back (the device then keeps its name as alias, as after a DEL).
+    let old_alias = match link.ifalias.as_deref() {
+        None | Some("") => Some(String::new()),
+        Some(a) if validate::rule_token(a).is_ok() => Some(a.to_string()),
+        Some(_) => None,
+    };
+    let move_back =
+        LinkSet { name: Some(orig.clone()), netns: Some(Netns::Host), alias: old_alias, ..LinkSet::dev(target.ifname) };
     plan.push(&host, Op::LinkSet(move_in)).undo_in(&ctr, Op::LinkSet(move_back));
     let iface = Interface {
         name: target.ifname.to_string(),
@@ -579,6 +588,24 @@ mod tests {
         assert!(!is_pci_address("0000:00:1f.8"));
         assert!(!is_pci_address("00:1f.6"));
         assert!(!is_pci_address("0000:00:1f.6/.."));
+    }
+
+    #[test]
+    fn rollback_of_the_move_restores_the_alias_the_device_had() {
+        let netns = PathBuf::from("/run/netns/c1");
+        let target = Target { network: "n", id: "c", ifname: "net1", netns: &netns };
+        let undo_alias = |ifalias: Option<&str>| {
+            let link = observe::Link { ifname: "hd0".into(), ifalias: ifalias.map(String::from), ..Default::default() };
+            let (plan, _) = plan_add(&target, &Found::Link(Box::new(link)), None, None).unwrap();
+            let step = plan.steps.iter().find(|s| matches!(&s.op, Op::LinkSet(l) if l.netns.is_some())).unwrap();
+            let Some(Op::LinkSet(back)) = &step.undo else { panic!("move has no undo") };
+            assert_eq!(step.undo_ns, Some(Netns::Container(netns.clone())));
+            back.alias.clone()
+        };
+        // The move sets alias=hd0; a failed ADD must not leave it on a device that had none.
+        assert_eq!(undo_alias(None), Some(String::new()));
+        assert_eq!(undo_alias(Some("uplink")), Some("uplink".into()));
+        assert_eq!(undo_alias(Some("two words")), None);
     }
 
     #[test]

@@ -266,7 +266,7 @@ fn run_inner(
         },
     };
     crate::exec::trace(|| format!("{} {:?} parsed", plugin.name(), env.command));
-    let mut real_exec = RealExecutor::default();
+    let mut real_exec = RealExecutor::new();
     let mut dry = DryRun::default();
     let exec: &mut dyn Executor = if mode.is_dry() { &mut dry } else { &mut real_exec };
     let mut obs = RealObserver::default();

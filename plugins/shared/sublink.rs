@@ -2,15 +2,13 @@
 //! own (dummy): finding and observing the master, the temporary name, the
 //! create-and-rename plan, addresses, DEL and CHECK.
 //!
-//! Undo and namespaces: a step's undo runs in the step's namespace. A link created from
-//! the host straight into the container (`ip link add … netns PATH`) is not on the host
-//! side, and `ip link del` cannot reach into another namespace, so the host step's own
-//! undo (`ip link del TMP` on the host, as `undo_of` gives it) finds nothing there. The
-//! container-side undo is carried by the first container step instead: a best-effort
-//! sysctl on the temporary name, which never fails, undone by `ip link del TMP` in the
-//! container; the rename then carries `ip link del IFNAME` in the container. Whatever
-//! step fails after the create, the link is removed in the right namespace under the
-//! name it has at that moment.
+//! Undo and namespaces: a link created from the host straight into the container
+//! (`ip link add … netns PATH`) is not on the host side, so the create step's undo
+//! (`ip link del TMP`) runs in the container (`undo_in`); the rename then carries
+//! `ip link del IFNAME` there. Whatever step fails after the create, the link is removed
+//! in the right namespace under the name it has at that moment. (The undo used to ride
+//! on the best-effort sysctl after the create; when that step was the one to fail, as
+//! the kernel fault-injection test made it, the temporary link stayed behind.)
 
 use std::path::Path;
 
@@ -172,13 +170,10 @@ pub fn plan_create_and_rename(plan: &mut Plan, link: LinkAdd, in_container: bool
     let tmp = link.name().to_string();
     let add = Op::LinkAdd(link);
     let undo = undo_of(&add).expect("link undo");
-    plan.push(if in_container { &ctr } else { &Netns::Host }, add).undo(undo);
+    plan.push(if in_container { &ctr } else { &Netns::Host }, add).undo_in(&ctr, undo);
     // Gratuitous ARP / unsolicited NA when the link comes up with addresses. The
-    // settings follow the device through the rename. The first carries the
-    // container-side undo of the create.
-    plan.push(&ctr, Op::Sysctl(Sysctl::iface("ipv4", &tmp, "arp_notify", "1")))
-        .tolerate(Tolerate::Any)
-        .undo(Op::LinkDel { dev: tmp.clone() });
+    // settings follow the device through the rename.
+    plan.push(&ctr, Op::Sysctl(Sysctl::iface("ipv4", &tmp, "arp_notify", "1"))).tolerate(Tolerate::Any);
     plan.push(&ctr, Op::Sysctl(Sysctl::iface("ipv6", &tmp, "ndisc_notify", "1"))).tolerate(Tolerate::Any);
     plan.push(&ctr, Op::LinkSet(LinkSet { name: Some(ifname.to_string()), ..LinkSet::dev(&tmp) }))
         .undo(Op::LinkDel { dev: ifname.to_string() });

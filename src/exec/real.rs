@@ -19,6 +19,68 @@ use crate::plan::{Netns, Op, Step, Tool, shell_quote};
 pub struct RealExecutor {
     /// How many processes this executor started (for benchmarks and tests).
     pub processes: usize,
+    faults: FaultInjection,
+}
+
+impl RealExecutor {
+    /// The executor a plugin invocation uses. With the `fault-injection` feature (test
+    /// builds only) it reads `IPCNI_FAIL_AT_STEP`.
+    pub fn new() -> RealExecutor {
+        RealExecutor { processes: 0, faults: FaultInjection::from_env() }
+    }
+}
+
+/// Kernel-test counterpart of `Recording::failing_at`: fail the k-th step (0-based,
+/// counted over every plan this process runs, in order) without running it, so the
+/// shell tests can check that the rollback really restores the kernel state.
+///
+/// Why a cargo feature and not an environment variable in every build: a variable that
+/// any build honours can be set by accident (inherited from a test shell, a stray
+/// systemd Environment=) and would make a production ADD fail for no reason. Without
+/// the feature this type is empty and nothing reads the variable; the kernel test
+/// builds its own binary with `--features fault-injection`.
+#[derive(Debug, Default)]
+struct FaultInjection {
+    #[cfg(feature = "fault-injection")]
+    fail_at: Option<usize>,
+    #[cfg(feature = "fault-injection")]
+    seen: usize,
+}
+
+impl FaultInjection {
+    const ENV: &'static str = "IPCNI_FAIL_AT_STEP";
+
+    #[cfg(feature = "fault-injection")]
+    fn from_env() -> FaultInjection {
+        let fail_at = std::env::var(Self::ENV).ok().and_then(|v| match v.trim().parse() {
+            Ok(k) => Some(k),
+            Err(_) => {
+                log(&format!("{}={v:?} is not a step number; no fault injected", Self::ENV));
+                None
+            }
+        });
+        FaultInjection { fail_at, seen: 0 }
+    }
+
+    #[cfg(not(feature = "fault-injection"))]
+    fn from_env() -> FaultInjection {
+        FaultInjection::default()
+    }
+
+    /// For a run of `len` steps: the step to fail, if any, as (index within the run,
+    /// index within the invocation). Counts the steps as seen either way, so a fault
+    /// fires at most once (not in the rollback that follows it).
+    #[cfg(feature = "fault-injection")]
+    fn take(&mut self, len: usize) -> Option<(usize, usize)> {
+        let first = self.seen;
+        self.seen += len;
+        self.fail_at.filter(|k| (first..first + len).contains(k)).map(|k| (k - first, k))
+    }
+
+    #[cfg(not(feature = "fault-injection"))]
+    fn take(&mut self, _len: usize) -> Option<(usize, usize)> {
+        None
+    }
 }
 
 /// Runs argv with optional stdin; returns stdout on success.
@@ -345,6 +407,28 @@ fn wait_dad(ns: &Netns, dev: &str, cmdline: &str) -> Result<(), ProcessError> {
 
 impl Executor for RealExecutor {
     fn run(&mut self, steps: &[Step]) -> Result<(), StepError> {
+        match self.faults.take(steps.len()) {
+            None => self.run_steps(steps),
+            Some((k, global)) => {
+                self.run_steps(&steps[..k])?;
+                Err(StepError {
+                    step: k,
+                    error: ProcessError {
+                        cmdline: steps[k].rendered().to_shell(),
+                        status: None,
+                        stderr: format!("injected failure ({}={global})", FaultInjection::ENV),
+                    },
+                })
+            }
+        }
+    }
+    fn is_real(&self) -> bool {
+        true
+    }
+}
+
+impl RealExecutor {
+    fn run_steps(&mut self, steps: &[Step]) -> Result<(), StepError> {
         let mut i = 0;
         while i < steps.len() {
             let tool = steps[i].rendered().tool;
@@ -368,9 +452,6 @@ impl Executor for RealExecutor {
             i += 1;
         }
         Ok(())
-    }
-    fn is_real(&self) -> bool {
-        true
     }
 }
 

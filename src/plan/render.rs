@@ -57,8 +57,10 @@ impl Rendered {
         v
     }
 
+    /// The args as one batch line. An empty argument (`alias ""` clears an alias) is
+    /// written as `""`, which the batch parser reads as an empty token.
     pub fn batch_line(&self) -> String {
-        self.args.join(" ")
+        self.args.iter().map(|a| if a.is_empty() { "\"\"" } else { a.as_str() }).collect::<Vec<_>>().join(" ")
     }
 
     pub fn to_shell(&self) -> String {
@@ -432,6 +434,14 @@ pub fn render(ns: &Netns, op: &Op) -> Rendered {
 mod tests {
     use super::super::*;
     use super::*;
+
+    #[test]
+    fn an_empty_argument_is_an_empty_token_in_a_batch_line() {
+        let op = Op::LinkSet(LinkSet { alias: Some(String::new()), ..LinkSet::dev("hd0") });
+        let r = render(&Netns::Host, &op);
+        assert_eq!(r.batch_line(), r#"link set dev hd0 alias """#);
+        assert_eq!(r.to_shell(), "ip link set dev hd0 alias ''");
+    }
 
     #[test]
     fn container_steps_go_through_nsenter_and_quote_for_the_shell() {
