@@ -17,7 +17,10 @@
 //! Unlike the reference, limits the kernel cannot honour are refused up front: a rate
 //! below 8 bit/s (0 bytes/s), a burst smaller than one full frame of the host veth (MTU +
 //! 14: larger packets would never pass), a burst longer than tbf's 32-bit buffer can time
-//! (~274 s at the rate), a limit beyond 4 GiB.
+//! (~274 s at the rate), a limit beyond 4 GiB. The exception is a burst in
+//! `runtimeConfig.bandwidth` too big for tbf: CRI runtimes have no burst to give and send
+//! "unbounded" (containerd 2^32-1 bits, CRI-O 2^35-9 bits) with Kubernetes' rate
+//! annotations, so such a burst is capped to the largest tbf can hold at the rate.
 //!
 //! The host veth is found as the reference does: the container interface's peer ifindex
 //! (`ip -j` link_index), looked up in the host namespace, must be a host interface of
@@ -75,22 +78,32 @@ fn bad(msg: impl std::fmt::Display) -> CniError {
 }
 
 /// The rate and burst of one direction, validated (the reference's rules, plus what tbf
-/// cannot represent); None when unlimited.
-pub fn tbf(rate_bits: u64, burst_bits: u64, what: &str) -> Result<Option<Tbf>, CniError> {
+/// cannot represent); None when unlimited. With `cap_burst` (the runtime's values), a
+/// burst tbf cannot time, or whose queue would pass 4 GiB, is capped instead of refused.
+pub fn tbf(rate_bits: u64, burst_bits: u64, what: &str, cap_burst: bool) -> Result<Option<Tbf>, CniError> {
     match (rate_bits, burst_bits) {
         (0, 0) => return Ok(None),
         (_, 0) => return Err(bad(format!("{what}Rate is set, so {what}Burst must be set too"))),
         (0, _) => return Err(bad(format!("{what}Burst is set, so {what}Rate must be set too"))),
         _ => {}
     }
-    if burst_bits / 8 >= u64::from(u32::MAX) {
+    let rate = rate_bits / 8;
+    let mut burst_bytes = burst_bits / 8;
+    if cap_burst && rate > 0 {
+        // The longest buffer tbf's 32-bit tick count holds, less one µs for rounding, and
+        // the room left in a 4 GiB queue after the latency's worth of traffic.
+        let max_us = (f64::from(u32::MAX) / TICKS_PER_US) as u128 - 1;
+        let timeable = max_us * u128::from(rate) / 1_000_000;
+        let room = u128::from(u32::MAX).saturating_sub(u128::from(rate) * u128::from(LATENCY_US) / 1_000_000);
+        burst_bytes = burst_bytes.min(timeable.min(room) as u64);
+    }
+    if burst_bytes >= u64::from(u32::MAX) {
         return Err(bad(format!("{what}Burst {burst_bits} bits is 4 GiB or more")));
     }
-    let rate = rate_bits / 8;
     if rate == 0 {
         return Err(bad(format!("{what}Rate {rate_bits} bit/s is below 8 bit/s (1 byte/s)")));
     }
-    let burst = (burst_bits / 8) as u32;
+    let burst = burst_bytes as u32;
     let buffer_ticks = (f64::from(burst) * 1e6 / rate as f64).floor() * TICKS_PER_US;
     if buffer_ticks >= f64::from(u32::MAX) {
         return Err(bad(format!(
@@ -130,9 +143,11 @@ impl BandwidthConf {
         if entry.is_zero() {
             return Ok(BandwidthConf::default());
         }
+        // The runtime's bursts are capped; the ones written in the config are refused.
+        let cap = !top_level;
         Ok(BandwidthConf {
-            ingress: tbf(entry.ingress_rate, entry.ingress_burst, "ingress")?,
-            egress: tbf(entry.egress_rate, entry.egress_burst, "egress")?,
+            ingress: tbf(entry.ingress_rate, entry.ingress_burst, "ingress", cap)?,
+            egress: tbf(entry.egress_rate, entry.egress_burst, "egress", cap)?,
         })
     }
 
@@ -153,9 +168,8 @@ pub fn host_veth<'a>(
     host_links: &[Link],
     ifname: &str,
 ) -> Result<&'a Interface, CniError> {
-    let peer = ctr_link
-        .and_then(|l| l.link_index)
-        .ok_or_else(|| bad(format!("container interface {ifname} has no veth peer")))?;
+    let ctr_link = ctr_link.ok_or_else(|| bad(format!("container interface {ifname} does not exist")))?;
+    let peer = ctr_link.link_index.ok_or_else(|| bad(format!("container interface {ifname} has no veth peer")))?;
     let host = host_links
         .iter()
         .find(|l| l.ifindex == peer)
@@ -259,10 +273,10 @@ fn check_tbf(qdiscs: Option<Vec<QdiscInfo>>, dev: &str, want: Tbf) -> Result<(),
         .find(|q| q.kind == "tbf" && q.root)
         .ok_or_else(|| CniError::check(format!("{PLUGIN}: {dev} has no root tbf qdisc")))?;
     let num = |k: &str| q.options.get(k).and_then(Value::as_u64);
-    if num("rate") != Some(want.rate) {
+    let rate = num("rate").unwrap_or(0);
+    if rate != want.rate {
         return Err(CniError::check(format!(
-            "{PLUGIN}: the tbf on {dev} has rate {:?} bytes/s, configured {}",
-            num("rate"),
+            "{PLUGIN}: the tbf on {dev} has rate {rate} bytes/s, configured {} bytes/s",
             want.rate
         )));
     }
@@ -270,7 +284,7 @@ fn check_tbf(qdiscs: Option<Vec<QdiscInfo>>, dev: &str, want: Tbf) -> Result<(),
     let burst = num("burst").unwrap_or(0);
     if burst.abs_diff(u64::from(want.burst)) > (u64::from(want.burst) / 1000).max(1) {
         return Err(CniError::check(format!(
-            "{PLUGIN}: the tbf on {dev} has burst {burst} bytes, configured {}",
+            "{PLUGIN}: the tbf on {dev} has burst {burst} bytes, configured {} bytes",
             want.burst
         )));
     }
@@ -358,14 +372,19 @@ mod tests {
 
     #[test]
     fn tbf_numbers_follow_the_reference_and_impossible_limits_are_refused() {
-        let t = tbf(1_000_000, 160_000, "ingress").unwrap().unwrap();
+        let t = tbf(1_000_000, 160_000, "ingress", false).unwrap().unwrap();
         assert_eq!(t, Tbf { rate: 125_000, burst: 20_000, limit: 23_125 });
-        assert_eq!(tbf(0, 0, "ingress").unwrap(), None);
-        assert!(tbf(1000, 0, "ingress").is_err());
-        assert!(tbf(0, 1000, "ingress").is_err());
-        assert!(tbf(7, 100_000, "ingress").is_err());
-        assert!(tbf(8, 8 * 1_000_000_000, "ingress").is_err(), "10^9 s of burst cannot be timed");
-        assert!(tbf(1_000_000, 8 * u64::from(u32::MAX), "egress").is_err());
+        assert_eq!(tbf(0, 0, "ingress", false).unwrap(), None);
+        assert!(tbf(1000, 0, "ingress", false).is_err());
+        assert!(tbf(0, 1000, "ingress", false).is_err());
+        assert!(tbf(7, 100_000, "ingress", false).is_err());
+        assert!(tbf(8, 8 * 1_000_000_000, "ingress", false).is_err(), "10^9 s of burst cannot be timed");
+        assert!(tbf(1_000_000, 8 * u64::from(u32::MAX), "egress", false).is_err());
+        // The runtimes' "unbounded" bursts are capped to what tbf can time and queue.
+        let t = tbf(1_000_000, u64::from(u32::MAX), "ingress", true).unwrap().unwrap();
+        assert_eq!(t, Tbf { rate: 125_000, burst: 34_359_738, limit: 34_362_863 });
+        let t = tbf(100_000_000_000, 8 * u64::from(u32::MAX) - 1, "egress", true).unwrap().unwrap();
+        assert_eq!(t.limit, u32::MAX);
     }
 
     #[test]

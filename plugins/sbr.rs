@@ -11,9 +11,10 @@
 //!   `ip rule add from IP table N` (no priority: the kernel places it as netlink does),
 //!   a default route via the static gateway of its family or else the address's
 //!   gateway, and a copy of CNI_IFNAME's main-table routes whose source or gateway lies
-//!   in the address's subnet, or that have neither; then CNI_IFNAME's main-table routes
-//!   are deleted (with `addSourceHints`: the subnet routes are replaced by ones with a
-//!   `src` hint and only the non-link-scope routes are deleted).
+//!   in the address's subnet, or that have neither (but not a main default route of a
+//!   static gateway's family: it would replace that one); then CNI_IFNAME's main-table
+//!   routes are deleted (with `addSourceHints`: the subnet routes are replaced by ones
+//!   with a `src` hint and only the non-link-scope routes are deleted).
 //!
 //! Every step carries its undo (rules and table routes deleted, deleted main routes put
 //! back), so a failed ADD leaves the container as it was. The result is prevResult.
@@ -21,8 +22,9 @@
 //! DEL deletes the rules whose source is one of CNI_IFNAME's addresses (its current ones,
 //! and prevResult's when the interface is already gone; with `table`, only rules to that
 //! table) and, without `table`, the routes of the tables those rules used once no other
-//! rule uses them (the reference leaves both to the device's removal). A gone netns is
-//! success (the reference fails on it). CHECK verifies the rules exist.
+//! rule uses them (the reference leaves both to the device's removal). A gone netns, or a
+//! config ADD refuses, is success (the reference fails on both). CHECK verifies the rules
+//! exist.
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
@@ -169,7 +171,8 @@ pub fn plan_add(conf: &SbrConf, netns: &std::path::Path, ifname: &str, ips: &[Ip
     let mut table = next_free(&used, FIRST_TABLE);
     for ip in ips {
         rule_add(&mut plan, ip.address.ip(), table);
-        let gw = if ip.address.is_ipv4() { conf.gw_v4 } else { conf.gw_v6 }.or(ip.gateway);
+        let static_gw = if ip.address.is_ipv4() { conf.gw_v4 } else { conf.gw_v6 };
+        let gw = static_gw.or(ip.gateway);
         if let Some(gw) = gw {
             let dst = if ip.address.is_ipv4() { "0.0.0.0/0" } else { "::/0" };
             let mut r = RouteSpec::new(dst.parse().expect("default"), ifname);
@@ -178,6 +181,11 @@ pub fn plan_add(conf: &SbrConf, netns: &std::path::Path, ifname: &str, ips: &[Ip
             plan.push(&ctr, Op::RouteAdd { mode: RouteMode::Add, route: r.clone() }).undo(Op::RouteDel { route: r });
         }
         for (_, r) in &main_routes {
+            // A static gateway makes the table's default route: a copy of the main table's
+            // default of that family would replace it.
+            if static_gw.is_some() && r.dst.prefix() == 0 && r.dst.is_ipv4() == ip.address.is_ipv4() {
+                continue;
+            }
             let inside = |a: Option<IpAddr>| a.is_some_and(|a| ip.address.contains(a));
             if inside(r.src) || inside(r.via) || (r.src.is_none() && r.via.is_none()) {
                 let copy = RouteSpec { table: Some(table), ..r.clone() };
@@ -287,10 +295,11 @@ impl Plugin for Sbr {
         let prev = require_prev(cx)?;
         let netns = cx.netns_path()?;
         let ifname = cx.env.ifname.clone();
-        if prev.ips.is_empty() {
+        // Without addresses there is no rule to add, and the main routes must stay.
+        let ips = addresses_of(&prev, &ifname);
+        if ips.is_empty() {
             return Err(bad(format!("prevResult has no IP addresses for {ifname}")));
         }
-        let ips = addresses_of(&prev, &ifname);
         let ctr = Netns::Container(netns.clone());
         let _lock = cx.lock(&lock_name(&netns))?;
         let mut seen = Seen::default();
@@ -306,7 +315,14 @@ impl Plugin for Sbr {
     }
 
     fn del(&self, cx: &mut Cx) -> Result<(), CniError> {
-        let conf = SbrConf::from_cx(cx)?;
+        // ADD refuses such a config before doing anything: nothing to undo.
+        let conf = match SbrConf::from_cx(cx) {
+            Ok(c) => c,
+            Err(e) => {
+                crate::exec::log(&format!("{PLUGIN}: DEL with a config ADD refuses ({e}): nothing to do"));
+                return Ok(());
+            }
+        };
         let NetnsState::Present(netns) = cx.netns.clone() else { return Ok(()) };
         let ifname = cx.env.ifname.clone();
         let ctr = Netns::Container(netns.clone());

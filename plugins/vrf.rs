@@ -16,9 +16,10 @@
 //!
 //! The result is prevResult. Versions 0.3.1 and later, as the reference.
 //!
-//! DEL: nothing to do when the netns or the VRF is gone; otherwise `nomaster` when
-//! CNI_IFNAME is still in the VRF, and the VRF is deleted once no other link is in it.
-//! Everything tolerates "already gone" (the reference fails on a missing interface).
+//! DEL: nothing to do when the netns or the VRF is gone, or the config is one ADD refuses
+//! (the reference fails on it); otherwise `nomaster` when CNI_IFNAME is still in the VRF,
+//! and the VRF is deleted once no other link is in it. Everything tolerates "already
+//! gone" (the reference fails on a missing interface).
 //! CHECK: the VRF exists and CNI_IFNAME is in it.
 
 use serde::Deserialize;
@@ -197,7 +198,14 @@ impl Plugin for Vrf {
     }
 
     fn del(&self, cx: &mut Cx) -> Result<(), CniError> {
-        let conf = VrfConf::from_cx(cx)?;
+        // ADD refuses such a config before doing anything: nothing to undo.
+        let conf = match VrfConf::from_cx(cx) {
+            Ok(c) => c,
+            Err(e) => {
+                crate::exec::log(&format!("{PLUGIN}: DEL with a config ADD refuses ({e}): nothing to do"));
+                return Ok(());
+            }
+        };
         let NetnsState::Present(netns) = cx.netns.clone() else { return Ok(()) };
         let links = observe::links(cx.obs, &Netns::Container(netns.clone()))?;
         apply(cx.exec, &plan_del(&conf, &netns, &cx.env.ifname, &links))
