@@ -719,10 +719,38 @@ fn scale_test(impls: &[Impl], n: usize, tag: &str, work: &Path, guard: &Cleanup)
             assert!(r.ok, "{} scale DEL {i}: {}", imp.label, r.stdout);
             dels.push(ms(r.wall));
         }
-        let first = median(&mut adds[..10.min(n)].to_vec());
-        let last = median(&mut adds[n.saturating_sub(10)..].to_vec());
-        println!("| {} | {first:.1} | {last:.1} | {:.2} | {:.1} |", imp.label, last / first, median(&mut dels));
+        print_scale_row(imp.label, &adds, &mut dels);
     }
+    // The floor: the same kernel work as bare `ip -batch` processes, on a bridge of its
+    // own, so the growth that no implementation can avoid (the kernel's) shows beside
+    // the plugins'.
+    sh(&["ip", "link", "add", "name", "scalefloor", "type", "bridge"]);
+    sh(&["ip", "link", "set", "dev", "scalefloor", "up"]);
+    let (mut adds, mut dels) = (Vec::new(), Vec::new());
+    for (i, name) in names.iter().enumerate() {
+        let netns = format!("/run/netns/{name}");
+        let mut f = bridge_floor(i);
+        for (_, lines) in &mut f.add {
+            *lines = lines.replace("benchbr0", "scalefloor");
+        }
+        let r = run_floor(&f.add, &netns);
+        assert!(r.ok, "floor scale ADD {i}: {}", r.stderr);
+        adds.push(ms(r.wall));
+    }
+    for (i, name) in names.iter().enumerate() {
+        let r = run_floor(&bridge_floor(i).del, &format!("/run/netns/{name}"));
+        assert!(r.ok, "floor scale DEL {i}: {}", r.stderr);
+        dels.push(ms(r.wall));
+    }
+    sh(&["ip", "link", "del", "dev", "scalefloor"]);
+    print_scale_row("floor: bare ip -batch", &adds, &mut dels);
+}
+
+fn print_scale_row(label: &str, adds: &[f64], dels: &mut [f64]) {
+    let n = adds.len();
+    let first = median(&mut adds[..10.min(n)].to_vec());
+    let last = median(&mut adds[n.saturating_sub(10)..].to_vec());
+    println!("| {label} | {first:.1} | {last:.1} | {:.2} | {:.1} |", last / first, median(dels));
 }
 
 /// `n` ADDs at once, then `n` DELs at once: batch wall time, distinct addresses.

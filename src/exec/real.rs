@@ -429,6 +429,17 @@ impl Executor for RealExecutor {
 
 impl RealExecutor {
     fn run_steps(&mut self, steps: &[Step]) -> Result<(), StepError> {
+        if super::session::enabled() {
+            // A container's `ip` starts while the host side's steps run (they come first
+            // in every plan that has both), instead of after them.
+            let mut seen: Vec<&Netns> = Vec::new();
+            for s in steps.iter().filter(|s| s.rendered().tool == Tool::Ip) {
+                if !seen.contains(&&s.ns) {
+                    seen.push(&s.ns);
+                    super::session::prestart(&s.ns);
+                }
+            }
+        }
         let mut i = 0;
         while i < steps.len() {
             let tool = steps[i].rendered().tool;

@@ -217,6 +217,20 @@ fn with_session<T>(ns: &Netns, f: impl FnOnce(&mut Session) -> Result<T, Failure
     out
 }
 
+/// Starts the session of `ns` now if it has none, without waiting for `ip` to be ready:
+/// its start-up (exec, libraries, netlink socket) then overlaps the work in other
+/// namespaces that comes first. A start that fails is not reported here; the first use
+/// tries again and reports it.
+pub fn prestart(ns: &Netns) {
+    let mut sessions = SESSIONS.lock().unwrap_or_else(|e| e.into_inner());
+    if sessions.iter().any(|(n, _)| n == ns) {
+        return;
+    }
+    if let Ok(s) = Session::start(ns) {
+        sessions.push((ns.clone(), s));
+    }
+}
+
 /// Answers `ip -j -d LINE` in `ns`: the JSON it printed, or the failure (ip's stderr).
 /// LINE must be one the session [`serves`].
 pub fn query(ns: &Netns, line: &str) -> Result<String, ProcessError> {

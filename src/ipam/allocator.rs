@@ -161,7 +161,7 @@ pub fn allocate_tracked(
     }
     let _lock = if exists || !dry_run { Some(store::lock(dir)?) } else { None };
     let content = store::content(container_id, ifname);
-    let tmp = if dry_run { None } else { Some(TmpFile::create(dir, content.as_bytes(), true)?) };
+    let tmp = if dry_run { None } else { Some(TmpFile::create(dir, content.as_bytes())?) };
     let mut alloc = Alloc::new(dir, store::walk(dir)?, container_id, ifname, tmp, content);
     let mut ips = Vec::with_capacity(hl.range_sets.len());
     for (idx, set) in hl.range_sets.iter().enumerate() {

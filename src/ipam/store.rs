@@ -8,11 +8,13 @@
 //! - `lock`, an empty file locked with flock(2) around every change.
 //!
 //! Unlike the reference, a reservation is never visible half-written: its content is
-//! written and synced to a temporary file first (`.tmp-<pid>-<n>-<random>`, which never
-//! parses as an address), then hard-linked to the address name, which fails if the name
-//! exists (the O_EXCL of the reference). Files that are empty or garbled anyway (from a
-//! crash, or from the reference plugin's non-atomic writes) are "torn": under the lock
-//! they are reclaimable.
+//! written to a temporary file first (`.tmp-<pid>-<n>-<random>`, which never parses as
+//! an address), then hard-linked to the address name, which fails if the name exists
+//! (the O_EXCL of the reference). Files that are empty or garbled anyway (from a power
+//! loss before the page cache reached the disk, or from the reference plugin's
+//! non-atomic writes) are "torn": under the lock they are reclaimable. That is also why
+//! nothing is fsynced (as in the reference): a power loss ends every container, and what
+//! it can leave, an empty reservation, is reclaimed; a sync would cost every ADD ≈ 0.4 ms.
 
 use std::collections::HashSet;
 use std::ffi::OsString;
@@ -196,8 +198,8 @@ pub struct TmpFile {
 }
 
 impl TmpFile {
-    /// Creates it holding `content`, synced to disk when `sync` is set.
-    pub fn create(dir: &Path, content: &[u8], sync: bool) -> Result<TmpFile, CniError> {
+    /// Creates it holding `content`.
+    pub fn create(dir: &Path, content: &[u8]) -> Result<TmpFile, CniError> {
         let mut attempts = 0;
         loop {
             let path = dir.join(tmp_name());
@@ -213,9 +215,6 @@ impl TmpFile {
             };
             let tmp = TmpFile { path };
             file.write_all(content).map_err(|e| io_err("writing", &tmp.path, &e))?;
-            if sync {
-                file.sync_all().map_err(|e| io_err("syncing", &tmp.path, &e))?;
-            }
             return Ok(tmp);
         }
     }
@@ -248,7 +247,7 @@ pub fn reserve(dir: &Path, ip: IpAddr, tmp: &TmpFile, content: &[u8]) -> Result<
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(false),
         Err(e) => return Err(io_err("creating", &path, &e)),
     };
-    if let Err(e) = file.write_all(content).and_then(|()| file.sync_all()) {
+    if let Err(e) = file.write_all(content) {
         let _ = fs::remove_file(&path);
         return Err(io_err("writing", &path, &e));
     }
@@ -261,10 +260,9 @@ pub fn last_reserved(dir: &Path, idx: usize) -> Option<IpAddr> {
     std::str::from_utf8(&bytes).ok()?.trim().parse().ok()
 }
 
-/// Rewrites `last_reserved_ip.<idx>` atomically (temporary file + rename). Not synced:
-/// it only steers the round robin.
+/// Rewrites `last_reserved_ip.<idx>` atomically (temporary file + rename).
 pub fn set_last_reserved(dir: &Path, idx: usize, ip: IpAddr) -> Result<(), CniError> {
-    let tmp = TmpFile::create(dir, ip.to_string().as_bytes(), false)?;
+    let tmp = TmpFile::create(dir, ip.to_string().as_bytes())?;
     let path = dir.join(format!("{LAST_RESERVED_PREFIX}{idx}"));
     fs::rename(&tmp.path, &path).map_err(|e| io_err("renaming to", &path, &e))
 }
