@@ -170,6 +170,7 @@ fn golden_plans() {
 #[test]
 fn failed_add_undoes_completed_steps_at_every_step() {
     let mut checked = 0;
+    let mut per_plugin: BTreeMap<String, (usize, usize)> = BTreeMap::new();
     for dir in case_dirs() {
         let tmp = tempfile::tempdir().unwrap();
         let case = load(&dir, tmp.path());
@@ -182,6 +183,9 @@ fn failed_add_undoes_completed_steps_at_every_step() {
             continue;
         }
         let steps = full.steps;
+        let tally = per_plugin.entry(case.env["PLUGIN"].clone()).or_default();
+        tally.0 += 1;
+        tally.1 += steps.len();
         for k in 0..steps.len() {
             let tmp = tempfile::tempdir().unwrap();
             let case = load(&dir, tmp.path());
@@ -203,6 +207,9 @@ fn failed_add_undoes_completed_steps_at_every_step() {
             checked += 1;
         }
     }
+    let tally: Vec<String> =
+        per_plugin.iter().map(|(p, (cases, points))| format!("{p} {points} in {cases} cases")).collect();
+    eprintln!("fault points injected: {checked} in all; {}", tally.join(", "));
     if std::env::var_os("IPCNI_GOLDEN").is_none() {
         assert!(checked > 50, "only {checked} fault points checked");
     }
