@@ -154,8 +154,7 @@ impl NetConf {
 
     /// Deserializes the plugin-specific view of the config, naming the bad key on error.
     pub fn plugin<T: DeserializeOwned>(&self) -> Result<T, CniError> {
-        serde_json::from_value(self.raw.clone())
-            .map_err(|e| CniError::config(format!("{} config: {e}", self.plugin_type)))
+        from_value_named(&self.raw).map_err(|e| CniError::config(format!("{} config: {e}", self.plugin_type)))
     }
 
     /// `args.cni.<key>`, the conventions' place for runtime metadata.
@@ -164,9 +163,124 @@ impl NetConf {
     }
 }
 
+/// `serde_json::from_value`, with the path of the value it rejects in front of the
+/// message (`ipam.ranges[0]: invalid type: …`): serde names a missing field, but not the
+/// field whose value has the wrong type.
+pub fn from_value_named<T: DeserializeOwned>(v: &Value) -> Result<T, String> {
+    let err = match serde_json::from_value(v.clone()) {
+        Ok(t) => return Ok(t),
+        Err(e) => e.to_string(),
+    };
+    match blame::<T>(v, &err) {
+        Some(path) if !err.contains(&format!("`{path}`")) => Err(format!("{path}: {err}")),
+        _ => Err(err),
+    }
+}
+
+/// The path of the value `T` rejects in `root` with `original`, found by removing one
+/// key or element at a time, outermost first: removing the culprit makes that error go
+/// (deserialization succeeds, or fails for another reason such as the key now missing).
+/// A wrong-typed key fails while it is read, before serde looks for missing ones, so
+/// removing an innocent key, required or not, leaves `original` as it was.
+/// Bounded, so a huge hostile document costs a fixed number of attempts.
+fn blame<T: DeserializeOwned>(root: &Value, original: &str) -> Option<String> {
+    const ATTEMPTS: usize = 64;
+    let mut path: Vec<Result<String, usize>> = Vec::new();
+    let mut attempts = 0;
+    'descend: loop {
+        let mut node = root;
+        for seg in &path {
+            node = match seg {
+                Ok(k) => &node[k.as_str()],
+                Err(i) => &node[*i],
+            };
+        }
+        let children: Vec<Result<String, usize>> = match node {
+            Value::Object(m) => m.keys().cloned().map(Ok).collect(),
+            Value::Array(a) => (0..a.len()).map(Err).collect(),
+            _ => break,
+        };
+        for child in children {
+            attempts += 1;
+            if attempts > ATTEMPTS {
+                break 'descend;
+            }
+            let mut candidate = root.clone();
+            let mut parent = &mut candidate;
+            for seg in &path {
+                parent = match seg {
+                    Ok(k) => &mut parent[k.as_str()],
+                    Err(i) => &mut parent[*i],
+                };
+            }
+            match (&child, parent) {
+                (Ok(k), Value::Object(m)) => {
+                    m.remove(k);
+                }
+                (Err(i), Value::Array(a)) => {
+                    a.remove(*i);
+                }
+                _ => continue,
+            }
+            if serde_json::from_value::<T>(candidate).map_err(|e| e.to_string()).err().as_deref() != Some(original) {
+                path.push(child);
+                continue 'descend;
+            }
+        }
+        break;
+    }
+    if path.is_empty() {
+        return None;
+    }
+    let mut out = String::new();
+    for seg in &path {
+        match seg {
+            Ok(k) if out.is_empty() => out.push_str(k),
+            Ok(k) => {
+                out.push('.');
+                out.push_str(k);
+            }
+            Err(i) => out.push_str(&format!("[{i}]")),
+        }
+    }
+    Some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What broke: `"ipMasq": "yes"` gave "invalid type: string \"yes\", expected a
+    /// boolean" without saying which key.
+    #[test]
+    fn a_wrong_typed_key_is_named_with_its_path() {
+        #[derive(Debug, Deserialize)]
+        #[allow(dead_code)]
+        struct Range {
+            subnet: String,
+        }
+        #[derive(Debug, Deserialize)]
+        #[allow(dead_code)]
+        #[serde(rename_all = "camelCase")]
+        struct Conf {
+            name: String,
+            #[serde(default)]
+            ip_masq: bool,
+            #[serde(default)]
+            ranges: Vec<Vec<Range>>,
+        }
+        let named = |j: &str| from_value_named::<Conf>(&serde_json::from_str(j).unwrap()).unwrap_err();
+        let e = named(r#"{"name":"n","ipMasq":"yes"}"#);
+        assert!(e.starts_with("ipMasq: invalid type: string \"yes\""), "{e}");
+        let e = named(r#"{"ipMasq":"yes"}"#);
+        assert!(e.starts_with("ipMasq: "), "a missing required key does not hide the culprit: {e}");
+        let e = named(r#"{"name":"n","ranges":[[{"subnet":"a"}],[{"subnet":"b"},{"subnet":7}]]}"#);
+        assert!(e.starts_with("ranges[1][1].subnet: invalid type: integer `7`"), "{e}");
+        let e = named(r#"{"ipMasq":true}"#);
+        assert_eq!(e, "missing field `name`", "serde names a missing key itself");
+        let huge = format!(r#"{{"name":"n","ranges":[{}[{{"subnet":1}}]]}}"#, "[],".repeat(10_000));
+        assert!(named(&huge).starts_with("ranges"), "the search is bounded, not skipped");
+    }
 
     #[test]
     fn missing_version_means_010() {
