@@ -450,21 +450,35 @@ pub fn plan_add(
         }
         if conf.is_gateway {
             let dev = conf.gateway_dev()?;
-            if conf.vlan != 0 && state.vlan_gateway.is_none() {
-                let peer = names::hash_with_prefix(15, "vethgw", &format!("{br}.{}", conf.vlan));
-                let add = Op::LinkAdd(LinkAdd::Veth {
-                    name: dev.clone(),
-                    mtu: conf.mtu,
-                    mac: None,
-                    peer: peer.clone(),
-                    peer_mac: None,
-                    peer_netns: None,
-                });
-                plan.push(&host, add.clone()).undo(undo_of(&add).expect("undo"));
-                plan.push(&host, Op::LinkSet(LinkSet { master: Some(br.clone()), ..LinkSet::up(&peer) }));
-                plan.push(&host, Op::BridgeVlanDel { dev: peer.clone(), vid: 1 });
-                plan.push(&host, Op::BridgeVlanAdd { dev: peer, vid: conf.vlan, pvid: true, untagged: true });
-                plan.push(&host, Op::LinkSet(LinkSet::up(&dev)));
+            if conf.vlan != 0 {
+                // The reference sets the VLAN gateway device up like a container's port
+                // (preserveDefaultVlan included) and reports it after the container's
+                // interface; its MAC is derived so the result can name it before it exists.
+                let mac = match &state.vlan_gateway {
+                    Some(link) => link.address.clone(),
+                    None => names::mac(&format!("vlangw\0{}\0{dev}", target.host_id)),
+                };
+                if state.vlan_gateway.is_none() {
+                    let peer = names::hash_with_prefix(15, "vethgw", &format!("{br}.{}", conf.vlan));
+                    let add = Op::LinkAdd(LinkAdd::Veth {
+                        name: dev.clone(),
+                        mtu: conf.mtu,
+                        mac: Some(mac.clone()),
+                        peer: peer.clone(),
+                        peer_mac: None,
+                        peer_netns: None,
+                    });
+                    plan.push(&host, add.clone()).undo(undo_of(&add).expect("undo"));
+                    plan.push(&host, Op::LinkSet(LinkSet { master: Some(br.clone()), ..LinkSet::up(&peer) }));
+                    if !conf.preserve_default_vlan {
+                        plan.push(&host, Op::BridgeVlanDel { dev: peer.clone(), vid: 1 });
+                    }
+                    plan.push(&host, Op::BridgeVlanAdd { dev: peer, vid: conf.vlan, pvid: true, untagged: true });
+                    plan.push(&host, Op::LinkSet(LinkSet::up(&dev)));
+                }
+                if !gateways.is_empty() {
+                    result.interfaces.push(Interface { name: dev.clone(), mac, ..Interface::default() });
+                }
             }
             let current = if conf.vlan != 0 { state.vlan_gateway.as_ref() } else { state.bridge.as_ref() };
             plan_gateway_addresses(&mut plan, conf, &dev, current, &gateways)?;

@@ -1,12 +1,13 @@
 #!/bin/bash
 # bridge "vlan": ports of one VLAN reach each other, another VLAN on the same bridge is
 # isolated, and the host veth carries the VLAN as PVID/untagged. Needs bridge VLAN
-# filtering in the kernel; skipped without it.
+# filtering in the kernel; skipped without it (shell-tests/qemu/cases/bridge-vlan.sh tests
+# these options and more under Debian's kernel in the qemu VM, see t-qemu-kernel.sh).
 . "$(dirname "$0")/lib.sh"
 
 setup_host
 if ! in_host ip link add name vlprobe type bridge vlan_filtering 1 >/dev/null 2>&1; then
-    skip "kernel lacks bridge vlan filtering (ip link add type bridge vlan_filtering 1 fails)"
+    skip "kernel lacks bridge vlan filtering (ip link add type bridge vlan_filtering 1 fails); covered in the qemu VM by shell-tests/qemu/cases/bridge-vlan.sh"
 fi
 ip -n "$HOST" link del vlprobe
 command -v bridge >/dev/null || skip "iproute2's bridge command not found"

@@ -1,6 +1,7 @@
 #!/bin/bash
 # Runs the VM kernel cases (shell-tests/qemu/cases/*.sh) inside Debian's stock kernel under
-# qemu, for the link types this machine's kernel lacks (ipvlan, vlan, dummy, vrf, ...).
+# qemu, for the link types this machine's kernel lacks (ipvlan, vlan, dummy, vrf, ...) and
+# bridge VLAN filtering.
 #
 #   shell-tests/qemu/run-vm.sh [-v] [CASE...]     CASE: a name (smoke), NAME.sh or a path
 #   shell-tests/qemu/run-vm.sh --prepare          install, fetch, build; do not boot
