@@ -299,7 +299,9 @@ pub fn plan_add(
         }
     };
     let orig = &link.ifname;
-    validate::ifname(orig).map_err(|e| CniError::internal(format!("host-device: observed device name: {e}")))?;
+    // The kernel allows names ipcni cannot put in a batch line: the configured device
+    // is then unusable, which is not a bug (code 999 says it would be).
+    validate::ifname(orig).map_err(|e| CniError::config(format!("host-device: the device's current name: {e}")))?;
     let host = Netns::Host;
     let ctr = Netns::Container(target.netns.to_path_buf());
     let record = Record {

@@ -239,8 +239,8 @@ impl PortmapConf {
 /// The validated mappings of one entry: one per port of its range.
 fn mapping(i: usize, m: &RawMapping) -> Result<Vec<PortMapping>, CniError> {
     let err = |msg: String| CniError::config(format!("portmap: runtimeConfig.portMappings[{i}]: {msg}"));
-    let port = |p: i64, what: &str| -> Result<u16, CniError> {
-        u16::try_from(p).ok().filter(|p| *p > 0).ok_or_else(|| err(format!("invalid {what} port number {p}")))
+    let port = |p: i64, key: &str| -> Result<u16, CniError> {
+        u16::try_from(p).ok().filter(|p| *p > 0).ok_or_else(|| err(format!("{key} {p} is not a port number (1-65535)")))
     };
     let protocol = if m.protocol.is_empty() {
         L4Proto::Tcp
@@ -251,8 +251,8 @@ fn mapping(i: usize, m: &RawMapping) -> Result<Vec<PortMapping>, CniError> {
         "" => None,
         s => Some(s.parse::<IpAddr>().map_err(|_| err(format!("hostIP {s:?} is not an IP address")))?),
     };
-    let host_port = port(m.host_port, "host")?;
-    let container_port = port(m.container_port, "container")?;
+    let host_port = port(m.host_port, "hostPort")?;
+    let container_port = port(m.container_port, "containerPort")?;
     let range = m.range.unwrap_or(1);
     if !(1..=MAX_RANGE).contains(&range) {
         return Err(err(format!("range {range} is not between 1 and {MAX_RANGE}")));

@@ -189,11 +189,11 @@ fn check_version_allows(plugin: &dyn Plugin, conf: &NetConf, command: Command) -
         _ => true,
     };
     if !ok {
-        return Err(CniError::incompatible_version(format!(
-            "config version {} does not allow {}",
-            conf.version,
-            command.as_str()
-        )));
+        let given = match conf.raw.get("cniVersion") {
+            Some(serde_json::Value::String(v)) if !v.is_empty() => format!("config cniVersion {v}"),
+            _ => format!("config without cniVersion ({})", conf.version),
+        };
+        return Err(CniError::incompatible_version(format!("{given} does not allow {}", command.as_str())));
     }
     Ok(())
 }

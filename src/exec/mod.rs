@@ -104,7 +104,29 @@ pub trait Executor {
 
 /// Runs a plan; if a step fails, runs the undo ops of the steps that succeeded,
 /// newest first and best-effort, and returns the failure.
+///
+/// First, every step and undo must reach its tool exactly as typed
+/// (`Rendered::check_faithful`, `FirewallOp::check_script`); otherwise nothing runs.
+/// Config values are validated long before, but names read back from the kernel are
+/// not: the kernel allows `#`, quotes and control characters in a link's name, and a
+/// container may name its links so.
 pub fn apply(exec: &mut dyn Executor, plan: &Plan) -> Result<(), CniError> {
+    for s in &plan.steps {
+        let undo = s.undo.as_ref().map(|u| (s.undo_ns.as_ref().unwrap_or(&s.ns), u));
+        for (ns, op) in std::iter::once((&s.ns, &s.op)).chain(undo) {
+            let r = crate::plan::render(ns, op);
+            let checked = match op {
+                Op::Firewall(f) => r.check_faithful().and_then(|()| f.check_script()),
+                _ => r.check_faithful(),
+            };
+            if let Err(why) = checked {
+                return Err(CniError::new(
+                    code::COMMAND_FAILED,
+                    format!("`{}` refused before running anything: {why}", r.to_shell()),
+                ));
+            }
+        }
+    }
     match exec.run(&plan.steps) {
         Ok(()) => Ok(()),
         Err(e) => {

@@ -189,15 +189,15 @@ fn check_writable(dir: &Path) -> Result<(), CniError> {
         return Ok(());
     };
     if !existing.is_dir() {
-        return Err(not_available(format!("host-local: {} is not a directory", existing.display())));
+        return Err(not_available(format!("host-local: ipam.dataDir: {} is not a directory", existing.display())));
     }
     let c = CString::new(existing.as_os_str().as_bytes())
-        .map_err(|_| not_available(format!("host-local: {} contains a NUL byte", existing.display())))?;
+        .map_err(|_| not_available(format!("host-local: ipam.dataDir: {} contains a NUL byte", existing.display())))?;
     // SAFETY: `c` is a valid NUL-terminated string that outlives the call.
     let rc = unsafe { libc::access(c.as_ptr(), libc::W_OK | libc::X_OK) };
     if rc != 0 {
         let e = std::io::Error::last_os_error();
-        return Err(not_available(format!("host-local: data dir {} is not writable: {e}", existing.display())));
+        return Err(not_available(format!("host-local: ipam.dataDir: {} is not writable: {e}", existing.display())));
     }
     Ok(())
 }

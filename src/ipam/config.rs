@@ -138,6 +138,11 @@ fn parse_range(v: &Value, path: &str) -> Result<Range, CniError> {
             bits - 2
         )));
     }
+    if prefix == 0 {
+        return Err(config_err(format!(
+            "{path}.subnet: {subnet} is the whole address space, not a network to allocate from"
+        )));
+    }
     let host = host_mask(bits, prefix);
     let net = to_num(subnet.ip());
     if net & host != 0 {
@@ -162,7 +167,14 @@ fn parse_range(v: &Value, path: &str) -> Result<Range, CniError> {
         }
         Ok(Some(ip))
     };
-    let gateway = addr("gateway")?.unwrap_or(from_num(v4, net + 1));
+    let gateway = match addr("gateway")? {
+        // Off-link: no route via it could be added, and no container could reach it.
+        Some(ip) if !in_subnet(ip) => {
+            return Err(config_err(format!("{path}.gateway: {ip} is not in subnet {subnet}")));
+        }
+        Some(ip) => ip,
+        None => from_num(v4, net + 1),
+    };
     let range_start = match addr("rangeStart")? {
         Some(ip) if !in_subnet(ip) => {
             return Err(config_err(format!("{path}.rangeStart: {ip} is not in subnet {subnet}")));

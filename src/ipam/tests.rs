@@ -350,20 +350,25 @@ fn tiny_and_huge_prefixes_do_not_panic() {
         let msg = config_err(parse_with(tmp.path(), subnet(s), json!({}), ""));
         assert!(msg.contains("too small to allocate from"), "{s}: {msg}");
     }
-    // /0 of both families, with the extreme addresses
-    let hl = host_local(tmp.path(), subnet("0.0.0.0/0"));
-    assert_eq!(alloc(&hl, "a").unwrap(), ["0.0.0.2/0"]);
+    // /0 is the whole address space, not a subnet (it gave 0.0.0.2/0)
+    for s in ["0.0.0.0/0", "::/0"] {
+        let msg = config_err(parse_with(tmp.path(), subnet(s), json!({}), ""));
+        assert!(msg.contains("ipam.ranges[0][0].subnet") && msg.contains("whole address space"), "{s}: {msg}");
+    }
+    // /1 of both families, with the extreme addresses
+    let hl = host_local(tmp.path(), subnet("128.0.0.0/1"));
+    assert_eq!(alloc(&hl, "a").unwrap(), ["128.0.0.2/1"]);
     let r = &hl.range_sets[0].ranges[0];
     assert_eq!(r.range_end.to_string(), "255.255.255.254");
     let tmp6 = TempDir::new().unwrap();
-    let hl = host_local(tmp6.path(), subnet("::/0"));
+    let hl = host_local(tmp6.path(), subnet("8000::/1"));
     assert_eq!(hl.range_sets[0].ranges[0].range_end.to_string(), "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff");
-    assert_eq!(alloc(&hl, "a").unwrap(), ["::2/0"]);
+    assert_eq!(alloc(&hl, "a").unwrap(), ["8000::2/1"]);
 
     // ranges ending at the all-ones address wrap around without overflow
     for (sub, start, end) in [
-        ("0.0.0.0/0", "255.255.255.254", "255.255.255.255"),
-        ("::/0", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:fffe", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"),
+        ("128.0.0.0/1", "255.255.255.254", "255.255.255.255"),
+        ("8000::/1", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:fffe", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"),
         ("ffff:ffff:ffff:ffff:ffff:ffff:ffff:fff0/124", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:fffe", ""),
     ] {
         let tmp = TempDir::new().unwrap();
@@ -383,7 +388,9 @@ fn tiny_and_huge_prefixes_do_not_panic() {
     let tmp = TempDir::new().unwrap();
     let hl = host_local(
         tmp.path(),
-        ranges(json!([[{"subnet": "255.255.255.252/30", "rangeEnd": "255.255.255.255", "gateway": "1.1.1.1"}]])),
+        ranges(
+            json!([[{"subnet": "255.255.255.252/30", "rangeEnd": "255.255.255.255", "gateway": "255.255.255.252"}]]),
+        ),
     );
     assert_eq!(alloc(&hl, "a").unwrap(), ["255.255.255.253/30"]);
     assert_eq!(alloc(&hl, "b").unwrap(), ["255.255.255.254/30"]);
@@ -734,4 +741,15 @@ fn garbage_configs_never_panic() {
     );
     assert_eq!(alloc(&hl, "a").unwrap_err().code, code::POOL_EXHAUSTED);
     assert_eq!(status(&hl).unwrap_err().code, code::PLUGIN_NOT_AVAILABLE);
+}
+
+#[test]
+fn gateway_outside_the_subnet_is_refused() {
+    let tmp = TempDir::new().unwrap();
+    for (sub, gw) in [("10.1.0.0/24", "10.2.0.1"), ("fd00:1::/64", "fd00:2::1")] {
+        let msg = config_err(parse_with(tmp.path(), ranges(json!([[{"subnet": sub, "gateway": gw}]])), json!({}), ""));
+        assert!(msg.contains("ipam.ranges[0][0].gateway") && msg.contains("is not in subnet"), "{msg}");
+    }
+    // the last address of the subnet is still a gateway one may choose
+    host_local(tmp.path(), ranges(json!([[{"subnet": "10.1.0.0/24", "gateway": "10.1.0.254"}]])));
 }

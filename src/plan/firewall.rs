@@ -539,6 +539,25 @@ impl FirewallOp {
         }
     }
 
+    /// Whether the script says what the typed lines say: one line per typed line (plus
+    /// `*table` and COMMIT for iptables-restore), and for nft no backslash (nft's quoted
+    /// strings have no escapes, so a `\"` would end one early).
+    pub fn check_script(&self) -> Result<(), String> {
+        let script = self.script();
+        let want = match self {
+            FirewallOp::Iptables { lines, .. } => lines.len() + 2,
+            FirewallOp::Nft { ops } => ops.len(),
+        };
+        let got = script.matches('\n').count();
+        if got != want || script.contains('\r') {
+            return Err(format!("{} script has {got} lines for {want} typed lines", self.program()));
+        }
+        if matches!(self, FirewallOp::Nft { .. }) && script.contains('\\') {
+            return Err("nft script holds a backslash: a quoted string would end early".into());
+        }
+        Ok(())
+    }
+
     pub fn script(&self) -> String {
         let mut s = String::new();
         match self {

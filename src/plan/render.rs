@@ -67,6 +67,35 @@ impl Rendered {
         self.to_shell_noted("")
     }
 
+    /// Whether the step reaches its tool exactly as typed: no NUL anywhere (argv, batch
+    /// lines and scripts are C strings), and for `ip`/`bridge`/`tc` a batch line that
+    /// iproute2's reader splits back into `args` (getcmdline cuts the line at the first
+    /// `#`; makeargs splits on " \t\r\n" and reads a word that starts with ' or " up to
+    /// the same quote). Config values are validated long before; this catches names read
+    /// back from the kernel, which allows `#`, quotes and control characters in interface
+    /// names (a container can name its links so).
+    pub fn check_faithful(&self) -> Result<(), String> {
+        if let Some(a) = self.args.iter().chain(self.stdin.as_ref()).find(|a| a.contains('\0')) {
+            return Err(format!("argument {a:?} holds a NUL byte"));
+        }
+        if !matches!(self.tool, Tool::Ip | Tool::Bridge | Tool::Tc) {
+            return Ok(());
+        }
+        let line = self.batch_line();
+        if line.contains(['\n', '\r']) {
+            return Err(format!("batch line {line:?} holds a line break"));
+        }
+        if batch_tokens(&line).as_deref() != Some(self.args.as_slice()) {
+            let bad = self.args.iter().find(|a| a.is_empty() || a.contains(|c: char| " \t#'\"".contains(c)));
+            return Err(format!(
+                "argument {:?} cannot be written to an {} batch line",
+                bad.unwrap_or(&line),
+                self.program
+            ));
+        }
+        Ok(())
+    }
+
     /// Shell text with a trailing `  # note` on the command line itself (before a
     /// heredoc body, so the heredoc still ends at its EOF line).
     pub fn to_shell_noted(&self, note: &str) -> String {
@@ -80,6 +109,27 @@ impl Rendered {
         match &self.stdin {
             None => format!("{line}{note}"),
             Some(script) => format!("{line} <<'EOF'{note}\n{script}EOF"),
+        }
+    }
+}
+
+/// The words iproute2's batch reader makes of `line`; None when a quote is unterminated.
+fn batch_tokens(line: &str) -> Option<Vec<String>> {
+    let line = line.split('#').next().unwrap_or("");
+    let ws = |c: char| matches!(c, ' ' | '\t' | '\r' | '\n');
+    let mut out = Vec::new();
+    let mut rest = line;
+    loop {
+        rest = rest.trim_start_matches(ws);
+        let Some(first) = rest.chars().next() else { return Some(out) };
+        if first == '\'' || first == '"' {
+            let end = rest[1..].find(first)? + 1;
+            out.push(rest[1..end].to_string());
+            rest = &rest[end + 1..];
+        } else {
+            let end = rest.find(ws).unwrap_or(rest.len());
+            out.push(rest[..end].to_string());
+            rest = &rest[(end + 1).min(rest.len())..];
         }
     }
 }
@@ -441,6 +491,19 @@ mod tests {
         let r = render(&Netns::Host, &op);
         assert_eq!(r.batch_line(), r#"link set dev hd0 alias """#);
         assert_eq!(r.to_shell(), "ip link set dev hd0 alias ''");
+    }
+
+    #[test]
+    fn names_a_batch_line_cannot_carry_are_not_faithful() {
+        let del = |dev: &str| render(&Netns::Host, &Op::LinkDel { dev: dev.into() }).check_faithful();
+        for ok in ["eth0", "a\"b", "é"] {
+            assert!(del(ok).is_ok(), "{ok:?}");
+        }
+        for bad in ["#", "a#b", "\"x", "'x", "a b", "a\tb", "a\nb", "a\0b"] {
+            assert!(del(bad).is_err(), "{bad:?}");
+        }
+        let alias = Op::LinkSet(LinkSet { alias: Some(String::new()), ..LinkSet::dev("hd0") });
+        assert!(render(&Netns::Host, &alias).check_faithful().is_ok());
     }
 
     #[test]
