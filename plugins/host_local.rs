@@ -44,6 +44,9 @@ impl Plugin for HostLocalPlugin {
     fn name(&self) -> &'static str {
         "host-local"
     }
+    fn needs_ip(&self) -> bool {
+        false
+    }
     fn about(&self) -> &'static str {
         "CNI host-local IPAM plugin (ipcni)"
     }

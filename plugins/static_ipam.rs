@@ -289,6 +289,9 @@ impl Plugin for StaticIpam {
     fn name(&self) -> &'static str {
         "static"
     }
+    fn needs_ip(&self) -> bool {
+        false
+    }
     fn about(&self) -> &'static str {
         "CNI static IPAM plugin (ipcni)"
     }

@@ -94,6 +94,11 @@ pub trait Plugin: Sync {
     fn versions(&self) -> &'static [Version] {
         &Version::ALL
     }
+    /// Whether the plugin needs iproute2's `ip` (every plugin but the IPAM ones); STATUS
+    /// then reports a missing or broken `ip` as code 50.
+    fn needs_ip(&self) -> bool {
+        true
+    }
     fn add(&self, cx: &mut Cx) -> Result<CniResult, CniError>;
     fn del(&self, cx: &mut Cx) -> Result<(), CniError>;
     fn check(&self, cx: &mut Cx) -> Result<(), CniError>;
@@ -327,6 +332,20 @@ pub struct Io<'a> {
     pub dry_run: bool,
 }
 
+/// STATUS: `ip` runs and answers in this namespace. Every namespace has `lo`, so no
+/// answer for it means `ip` could not run (a missing tool reads as a missing object).
+fn ip_usable(obs: &mut dyn Observer) -> Result<(), CniError> {
+    let unusable =
+        |why: String| CniError::new(code::PLUGIN_NOT_AVAILABLE, format!("iproute2's `ip` is not usable: {why}"));
+    match crate::exec::observe::link_addrs(obs, &crate::plan::Netns::Host, "lo") {
+        Ok(Some(_)) => Ok(()),
+        Ok(None) => {
+            Err(unusable("`ip -j -d addr show dev lo` could not run (is `ip` in PATH?) or found no loopback".into()))
+        }
+        Err(e) => Err(unusable(e.msg)),
+    }
+}
+
 /// Runs the command and renders a result (ADD only) in the config's version.
 pub fn dispatch(
     plugin: &dyn Plugin,
@@ -346,7 +365,12 @@ pub fn dispatch(
         }
         Command::Del => plugin.del(&mut cx).map(|_| None),
         Command::Check => plugin.check(&mut cx).map(|_| None),
-        Command::Status => plugin.status(&mut cx).map(|_| None),
+        Command::Status => {
+            if plugin.needs_ip() {
+                ip_usable(cx.obs)?;
+            }
+            plugin.status(&mut cx).map(|_| None)
+        }
         Command::Gc => plugin.gc(&mut cx).map(|_| None),
         Command::Version => Ok(Some(version_json(plugin))),
     }

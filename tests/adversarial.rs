@@ -329,6 +329,18 @@ fn cases(tmp: &Path) -> Vec<Case> {
         )
         .command("STATUS")
         .env("CNI_NETNS", ""),
+        // What broke: STATUS said ready with no `ip` to run (an interface plugin can do
+        // nothing without it).
+        case(
+            "status-without-ip-in-path",
+            "loopback",
+            br#"{"cniVersion":"1.1.0","name":"lo","type":"loopback"}"#.to_vec(),
+            50,
+            &["`ip`", "PATH"],
+        )
+        .command("STATUS")
+        .env("CNI_NETNS", "")
+        .env("PATH", "/nonexistent"),
         // --- portmap
         case(
             "portmap-host-port-too-big",
