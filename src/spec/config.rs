@@ -97,6 +97,10 @@ impl NetConf {
         };
         let name = string("name")?;
         let plugin_type = string("type")?;
+        // It names a binary in CNI_PATH and prefixes messages and log lines.
+        if !plugin_type.is_empty() {
+            validate::plugin_type(&plugin_type).map_err(|e| CniError::config(format!("type: {e}")))?;
+        }
         let ipam_type = match obj.get("ipam") {
             None | Some(Value::Null) => None,
             Some(Value::Object(ipam)) => match ipam.get("type") {
@@ -319,5 +323,16 @@ mod tests {
     fn bad_ipam_type_is_config_error() {
         let e = NetConf::parse(br#"{"cniVersion":"1.0.0","ipam":{"type":"../x"}}"#).unwrap_err();
         assert_eq!(e.code, 7);
+    }
+
+    /// What broke: a `type` holding a newline reached stderr log lines unescaped (they
+    /// start with it), so a config could forge a log line.
+    #[test]
+    fn a_type_that_is_no_binary_name_is_refused() {
+        for bad in [r#""bridge\nipcni: forged""#, r#""../bridge""#, r#""a b""#] {
+            let json = format!(r#"{{"cniVersion":"1.0.0","name":"n","type":{bad}}}"#);
+            let e = NetConf::parse(json.as_bytes()).unwrap_err();
+            assert_eq!((e.code, e.msg.starts_with("type: ")), (7, true), "{bad}: {}", e.msg);
+        }
     }
 }
