@@ -280,13 +280,14 @@ fn plan_macspoofchk(plan: &mut Plan, host_veth: &str, mac: &str, id: &str, ifnam
         rule(&mac_chain, NftRule::EtherSaddrReturn { mac: mac.to_string() }),
         rule(&mac_chain, NftRule::Drop),
     ];
-    plan.push(&Netns::Host, Op::Firewall(FirewallOp::Nft { ops })).undo(macspoof_teardown(id, ifname));
+    plan.push(&Netns::Host, Op::Firewall(FirewallOp::nft(ops))).undo(macspoof_teardown(id, ifname));
 }
 
 fn macspoof_teardown(id: &str, ifname: &str) -> Op {
     let t = NftTable::bridge("nat");
     let (chain, comment) = macspoof_ids(id, ifname);
     Op::Firewall(FirewallOp::Nft {
+        setup: Vec::new(),
         ops: vec![
             NftOp::DeleteRulesByComment { table: t.clone(), chain: "PREROUTING".into(), prefix: comment },
             NftOp::FlushChain { table: t.clone(), chain: chain.clone() },

@@ -407,7 +407,7 @@ fn nft_delete(plan: &mut Plan, obs: &mut dyn Observer, matches: impl Fn(&str) ->
         .map(|r| NftOp::DeleteRule { table: nft_table(), chain: r.chain, handle: r.handle })
         .collect();
     if !ops.is_empty() {
-        plan.push(&Netns::Host, Op::Firewall(FirewallOp::Nft { ops })).tolerate(Tolerate::Missing);
+        plan.push(&Netns::Host, Op::Firewall(FirewallOp::nft(ops))).tolerate(Tolerate::Missing);
     }
 }
 
@@ -566,8 +566,8 @@ impl Plugin for Firewall {
                     let ops = nft_add_ops(&conf, &existing, &ips, &comment, &prefix, bridge.as_deref());
                     let undo =
                         vec![NftOp::DeleteRulesByComment { table: nft_table(), chain: NFT_CONTAINERS.into(), prefix }];
-                    plan.push(&Netns::Host, Op::Firewall(FirewallOp::Nft { ops }))
-                        .undo(Op::Firewall(FirewallOp::Nft { ops: undo }));
+                    plan.push(&Netns::Host, Op::Firewall(FirewallOp::nft(ops)))
+                        .undo(Op::Firewall(FirewallOp::nft(undo)));
                 }
             }
         }

@@ -643,8 +643,7 @@ pub fn plan_add(
                 }
             }
             if !ops.is_empty() {
-                plan.push(&Netns::Host, Op::Firewall(FirewallOp::Nft { ops }))
-                    .undo(Op::Firewall(FirewallOp::Nft { ops: undo }));
+                plan.push(&Netns::Host, Op::Firewall(FirewallOp::nft(ops))).undo(Op::Firewall(FirewallOp::nft(undo)));
             }
         }
     }
@@ -696,7 +695,7 @@ fn nft_delete(plan: &mut Plan, obs: &mut dyn Observer, matches: impl Fn(&NftRule
         }));
     }
     if !ops.is_empty() {
-        plan.push(&Netns::Host, Op::Firewall(FirewallOp::Nft { ops })).tolerate(Tolerate::Missing);
+        plan.push(&Netns::Host, Op::Firewall(FirewallOp::nft(ops))).tolerate(Tolerate::Missing);
     }
 }
 

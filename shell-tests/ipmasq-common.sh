@@ -74,9 +74,18 @@ else
 fi
 
 # --- a second masqueraded container; DEL of the first must leave its rules alone
+if [[ $BACKEND == nftables ]]; then
+    # Once the table is there, an ADD adds only its own rule (re-declaring or flushing a
+    # chain makes the kernel wait a grace period): a marker rule in postrouting survives.
+    in_host nft add rule inet cni_plugins_masquerade postrouting meta mark 0x4242 counter
+fi
 cni ADD ctr-masq2 "$NS_c2" eth0 "$MASQ"
 assert_rc 0 "ADD of a second masqueraded container"
 R2=$CNI_OUT
+if [[ $BACKEND == nftables ]]; then
+    check "nft: the second ADD did not re-declare postrouting (the marker rule is still there)" \
+        grep -q "0x00004242" <<<"$(nft_masq)"
+fi
 cni DEL ctr-masq "$NS_c1" eth0 "$MASQ"
 assert_rc 0 "DEL of the first masqueraded container"
 check "the second container still pings the outside namespace" pings "$NS_c2" 192.168.77.2
@@ -93,6 +102,21 @@ check_not "iptables: no POSTROUTING jump to a CNI- chain remains" grep -qE -- "-
 RULES=$(in_host nft list chain inet cni_plugins_masquerade masq_checks 2>/dev/null)
 check_not "nft: no rule for ctr-masq or ctr-masq2 remains in masq_checks" grep -q "id: ctr-masq" <<<"$RULES"
 check_not "nft: masq_checks has no masquerade rule left" grep -qE "(^|[[:space:]])masquerade([[:space:]]|$)" <<<"$RULES"
+
+if [[ $BACKEND == nftables ]]; then
+    # With the table gone, the rule alone fails and the whole transaction runs.
+    in_host nft delete table inet cni_plugins_masquerade
+    cni ADD ctr-masq3 "$NS_c1" eth0 "$MASQ"
+    assert_rc 0 "ADD after the nft table was deleted"
+    A3=$(result_addr "$CNI_OUT")
+    check "nft: the table is declared again, with the masquerade rule for ctr-masq3" \
+        grep -qE "ip saddr $A3 .*masquerade.*comment \".*id: ctr-masq3\"" <<<"$(nft_masq)"
+    check "nft: postrouting goes to masq_checks again" grep -q "goto masq_checks" <<<"$(nft_masq)"
+    check "the container masqueraded after the table was re-made pings the outside namespace" \
+        pings "$NS_c1" 192.168.77.2
+    cni DEL ctr-masq3 "$NS_c1" eth0 "$MASQ"
+    assert_rc 0 "DEL of ctr-masq3"
+fi
 
 cni DEL ctr-plain "$NS_c0" eth0 "$PLAIN"
 assert_rc 0 "DEL of the plain container"

@@ -989,7 +989,7 @@ fn check_firewall(f: &FirewallOp) -> Result<(), String> {
     }
     let expected = match f {
         FirewallOp::Iptables { lines, .. } => lines.len() + 2,
-        FirewallOp::Nft { ops } => ops.len(),
+        FirewallOp::Nft { ops, setup } => setup.len() + ops.len(),
     };
     let lines: Vec<&str> = script.split_terminator('\n').collect();
     if lines.len() != expected || !script.ends_with('\n') && !script.is_empty() {
@@ -1001,8 +1001,8 @@ fn check_firewall(f: &FirewallOp) -> Result<(), String> {
                 scan_line(l, true).map_err(|e| format!("iptables-restore line {l:?}: {e}"))?;
             }
         }
-        FirewallOp::Nft { ops } => {
-            for (l, op) in lines.iter().zip(ops) {
+        FirewallOp::Nft { ops, setup } => {
+            for (l, op) in lines.iter().zip(setup.iter().chain(ops)) {
                 if matches!(op, NftOp::DeleteRulesByComment { .. } | NftOp::DeleteRulesWithComment { .. }) {
                     // Shown as a comment; the executor resolves it to handles.
                     if !l.starts_with("# delete each rule of ") || l.chars().any(char::is_control) {
@@ -1250,6 +1250,7 @@ fn injection_checks_catch_broken_renderings() {
     assert!(check_op(&host, &ipt("c", "CNI;1")).is_err());
     let nft = |comment: &str, iif: &str| {
         Op::Firewall(FirewallOp::Nft {
+            setup: Vec::new(),
             ops: vec![NftOp::AddRule {
                 table: NftTable::inet("t"),
                 chain: "c".into(),

@@ -135,7 +135,7 @@ pub fn plan_setup(
         }
         Backend::Nftables => {
             let t = nft_table();
-            let mut ops = vec![
+            let mut setup = vec![
                 NftOp::AddTable { table: t.clone() },
                 NftOp::AddChain { table: t.clone(), chain: NFT_CHAIN.into(), base: None },
                 NftOp::AddChain {
@@ -146,29 +146,32 @@ pub fn plan_setup(
                 NftOp::FlushChain { table: t.clone(), chain: NFT_POSTROUTING.into() },
             ];
             for fam in [Family::V4, Family::V6] {
-                ops.push(NftOp::AddRule {
+                setup.push(NftOp::AddRule {
                     table: t.clone(),
                     chain: NFT_POSTROUTING.into(),
                     rule: NftRule::DaddrReturn { daddr: fam.multicast() },
                     comment: None,
                 });
             }
-            ops.push(NftOp::AddRule {
+            setup.push(NftOp::AddRule {
                 table: t.clone(),
                 chain: NFT_POSTROUTING.into(),
                 rule: NftRule::Goto { chain: NFT_CHAIN.into() },
                 comment: None,
             });
             let comment = names::nft_instance_comment(network, ifname, container_id);
-            for a in addrs {
-                ops.push(NftOp::AddRule {
+            let ops = addrs
+                .iter()
+                .map(|a| NftOp::AddRule {
                     table: t.clone(),
                     chain: NFT_CHAIN.into(),
                     rule: NftRule::Masquerade { saddr: a.ip(), daddr_not: *a },
                     comment: Some(comment.clone()),
-                });
-            }
-            plan.push(&Netns::Host, Op::Firewall(FirewallOp::Nft { ops })).undo(Op::Firewall(FirewallOp::Nft {
+                })
+                .collect();
+            let add = FirewallOp::Nft { ops, setup };
+            plan.push(&Netns::Host, Op::Firewall(add)).undo(Op::Firewall(FirewallOp::Nft {
+                setup: Vec::new(),
                 ops: vec![NftOp::DeleteRulesByComment {
                     table: t,
                     chain: NFT_CHAIN.into(),
@@ -215,7 +218,7 @@ fn nft_delete_matching(plan: &mut Plan, obs: &mut dyn Observer, prefix: &str, ke
         .map(|r| NftOp::DeleteRule { table: nft_table(), chain: NFT_CHAIN.into(), handle: r.handle })
         .collect();
     if !ops.is_empty() {
-        plan.push(&Netns::Host, Op::Firewall(FirewallOp::Nft { ops })).tolerate(Tolerate::Missing);
+        plan.push(&Netns::Host, Op::Firewall(FirewallOp::nft(ops))).tolerate(Tolerate::Missing);
     }
 }
 

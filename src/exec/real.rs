@@ -282,7 +282,22 @@ impl RealExecutor {
                 self.processes += 1;
                 wait_dad(&step.ns, dev, &r.to_shell())
             }
-            (Op::Firewall(FirewallOp::Nft { ops }), _)
+            (Op::Firewall(FirewallOp::Nft { ops, setup }), _) if !setup.is_empty() => {
+                // The changes alone first: when what they need is there (every ADD but
+                // the first), the chains are not re-declared, which would cost a grace
+                // period. A missing table or chain fails them and the whole script runs.
+                let fast = crate::plan::render(&step.ns, &Op::Firewall(FirewallOp::nft(ops.clone())));
+                self.processes += 1;
+                match run_process(&fast.argv(), fast.stdin.as_deref()) {
+                    Ok(_) => Ok(()),
+                    Err(e) if FailureKind::classify(&e.stderr) == FailureKind::Missing => {
+                        self.processes += 1;
+                        run_process(&r.argv(), r.stdin.as_deref()).map(|_| ())
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+            (Op::Firewall(FirewallOp::Nft { ops, .. }), _)
                 if ops.iter().any(|o| {
                     matches!(o, NftOp::DeleteRulesByComment { .. } | NftOp::DeleteRulesWithComment { .. })
                 }) =>
@@ -291,7 +306,7 @@ impl RealExecutor {
                 if resolved.is_empty() {
                     return Ok(());
                 }
-                let op = Op::Firewall(FirewallOp::Nft { ops: resolved });
+                let op = Op::Firewall(FirewallOp::nft(resolved));
                 let r = crate::plan::render(&step.ns, &op);
                 self.processes += 1;
                 run_process(&r.argv(), r.stdin.as_deref()).map(|_| ())

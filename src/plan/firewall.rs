@@ -425,9 +425,17 @@ pub enum FirewallOp {
         table: String,
         lines: Vec<IptLine>,
     },
-    /// One `nft -f -` script; each op names its table (and so its family).
+    /// One `nft -f -` script, `setup` then `ops`; each op names its table (and so its
+    /// family). `setup` declares what `ops` need (tables, chains, a base chain's own
+    /// rules) and is idempotent. Re-declaring an existing chain or flushing one makes the
+    /// kernel wait out an RCU grace period (10-16 ms measured, in nft's close(2) of its
+    /// netlink socket), while adding rules does not; so the real executor runs `ops` alone
+    /// first and the whole script only when they fail for a missing table or chain.
+    /// Dry runs and goldens show the whole script.
     Nft {
         ops: Vec<NftOp>,
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        setup: Vec<NftOp>,
     },
 }
 
@@ -524,6 +532,11 @@ fn host_or_net(n: &IpNetwork) -> String {
 }
 
 impl FirewallOp {
+    /// An nft transaction without setup.
+    pub fn nft(ops: Vec<NftOp>) -> FirewallOp {
+        FirewallOp::Nft { ops, setup: Vec::new() }
+    }
+
     pub fn program(&self) -> &'static str {
         match self {
             FirewallOp::Iptables { family: Family::V4, .. } => "iptables-restore",
@@ -546,7 +559,7 @@ impl FirewallOp {
         let script = self.script();
         let want = match self {
             FirewallOp::Iptables { lines, .. } => lines.len() + 2,
-            FirewallOp::Nft { ops } => ops.len(),
+            FirewallOp::Nft { ops, setup } => setup.len() + ops.len(),
         };
         let got = script.matches('\n').count();
         if got != want || script.contains('\r') {
@@ -576,8 +589,8 @@ impl FirewallOp {
                 }
                 s.push_str("COMMIT\n");
             }
-            FirewallOp::Nft { ops } => {
-                for op in ops {
+            FirewallOp::Nft { ops, setup } => {
+                for op in setup.iter().chain(ops) {
                     let _ = match op {
                         NftOp::AddTable { table } => writeln!(s, "add table {table}"),
                         NftOp::AddChain { table, chain, base: None } => writeln!(s, "add chain {table} {chain}"),
@@ -711,6 +724,7 @@ mod tests {
     #[test]
     fn nft_masquerade_rule_renders_family_keywords() {
         let op = FirewallOp::Nft {
+            setup: Vec::new(),
             ops: vec![NftOp::AddRule {
                 table: NftTable::inet("t"),
                 chain: "c".into(),
@@ -760,6 +774,7 @@ mod tests {
     fn nft_portmap_rules_render_per_family() {
         let t = NftTable::of_family(Family::V6, "cni_hostport");
         let op = FirewallOp::Nft {
+            setup: Vec::new(),
             ops: vec![
                 NftOp::AddRule {
                     table: t.clone(),
