@@ -519,6 +519,23 @@ fn first_host(net: &IpNetwork) -> Option<IpAddr> {
     }
 }
 
+/// Whether `plan` changes what every attachment of the bridge shares: the bridge (its
+/// creation, state, addresses) or its VLAN gateway device.
+fn changes_bridge(plan: &Plan, conf: &BridgeConf) -> bool {
+    let gw_dev = conf.gateway_dev().unwrap_or_default();
+    let shared = |dev: &str| dev == conf.bridge || dev == gw_dev;
+    plan.steps.iter().any(|s| {
+        s.ns == Netns::Host
+            && match &s.op {
+                Op::LinkAdd(LinkAdd::Bridge { .. }) => true,
+                Op::LinkAdd(LinkAdd::Veth { name, .. }) => shared(name),
+                Op::LinkSet(set) => shared(&set.dev),
+                Op::AddrAdd { dev, .. } | Op::AddrDel { dev, .. } => shared(dev),
+                _ => false,
+            }
+    })
+}
+
 fn observe_host(cx: &mut Cx, conf: &BridgeConf) -> Result<HostState, CniError> {
     let bridge = observe::link_addrs(cx.obs, &Netns::Host, &conf.bridge)?;
     let vlan_gateway = if conf.vlan != 0 && conf.is_gateway && conf.has_ipam {
@@ -546,9 +563,6 @@ impl Plugin for Bridge {
         } else {
             None
         };
-        // One lock per bridge: observing and changing the shared bridge (and rolling back
-        // a bridge this ADD created) must not interleave with another ADD on it.
-        let _lock = cx.lock(&format!("bridge-{}", conf.bridge))?;
         let state = observe_host(cx, &conf)?;
         let ipam = if conf.has_ipam { Some(cx.ipam.add(cx.env, cx.conf)?) } else { None };
         let target = Target {
@@ -558,7 +572,25 @@ impl Plugin for Bridge {
             netns: &netns,
             host_id: cx.host_id,
         };
-        let planned = plan_add(&conf, &target, &state, ipam.as_ref(), backend);
+        let mut planned = plan_add(&conf, &target, &state, ipam.as_ref(), backend);
+        // One lock per bridge, taken only when this ADD changes the bridge itself (creates
+        // it, its gateway address, its VLAN gateway): observing and changing it, and
+        // rolling back a bridge this ADD created, must not interleave with another ADD.
+        // An ADD that only adds its own port needs none, so ADDs on one ready bridge run
+        // in parallel, as the reference's do.
+        let mut _lock = None;
+        if planned.as_ref().is_ok_and(|(plan, _)| changes_bridge(plan, &conf)) {
+            // Under the lock, plan again from what is there now (a dry run takes none).
+            // A lock that cannot be had fails the ADD like any step: the address goes back.
+            planned = match cx.lock(&format!("bridge-{}", conf.bridge)) {
+                Err(e) => Err(e),
+                Ok(None) => planned,
+                Ok(Some(lock)) => {
+                    _lock = Some(lock);
+                    observe_host(cx, &conf).and_then(|state| plan_add(&conf, &target, &state, ipam.as_ref(), backend))
+                }
+            };
+        }
         let outcome = planned.and_then(|(plan, mut result)| {
             apply(cx.exec, &plan)?;
             if let Some(dns) = cx.conf.dns.as_ref().filter(|d| !d.is_empty()) {
