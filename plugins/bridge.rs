@@ -563,7 +563,9 @@ impl Plugin for Bridge {
         } else {
             None
         };
-        let state = observe_host(cx, &conf)?;
+        // IPAM runs while the host's ip starts; from here on every failure releases the
+        // address.
+        cx.obs.warm(&Netns::Host);
         let ipam = if conf.has_ipam { Some(cx.ipam.add(cx.env, cx.conf)?) } else { None };
         let target = Target {
             network: &network,
@@ -572,7 +574,8 @@ impl Plugin for Bridge {
             netns: &netns,
             host_id: cx.host_id,
         };
-        let mut planned = plan_add(&conf, &target, &state, ipam.as_ref(), backend);
+        let mut planned =
+            observe_host(cx, &conf).and_then(|state| plan_add(&conf, &target, &state, ipam.as_ref(), backend));
         // One lock per bridge, taken only when this ADD changes the bridge itself (creates
         // it, its gateway address, its VLAN gateway): observing and changing it, and
         // rolling back a bridge this ADD created, must not interleave with another ADD.

@@ -338,7 +338,9 @@ impl Plugin for Ptp {
         let network = cx.conf.require_name()?.to_string();
         let netns = cx.netns_path()?;
         let backend = if conf.ip_masq { Some(conf.backend(cx)?) } else { None };
-        // IPAM first; from here on every failure releases the address.
+        // IPAM first, while the host's ip starts; from here on every failure releases
+        // the address.
+        cx.obs.warm(&Netns::Host);
         let ipam = cx.ipam.add(cx.env, cx.conf)?;
         let target = Target {
             network: &network,

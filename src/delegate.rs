@@ -128,7 +128,9 @@ impl Ipam for Delegator {
     fn add(&mut self, env: &CniEnv, conf: &NetConf) -> Result<CniResult, CniError> {
         match self.resolve(env, conf)? {
             Target::Builtin(b) => {
+                crate::exec::trace(|| format!("ipam {} ADD (in-process)", conf.ipam_type.as_deref().unwrap_or("")));
                 let (result, fresh) = b.add_tracked(env, conf, self.dry_run)?;
+                crate::exec::trace(|| "ipam ADD done".into());
                 self.last_add_fresh = fresh;
                 Ok(result)
             }

@@ -42,6 +42,11 @@ pub trait Observer {
     /// Runs the query. Ok(None) means the object is absent (the tool said so).
     fn query(&mut self, q: &Query) -> Result<Option<String>, CniError>;
 
+    /// A hint that `ip` queries or steps in `ns` will come: the real observer starts that
+    /// namespace's `ip` session now, so its start-up overlaps the plugin's own work
+    /// (IPAM, planning) instead of preceding the first query.
+    fn warm(&mut self, _ns: &Netns) {}
+
     /// A host file's contents (sysfs, ipcni's own state); Ok(None) when it does not
     /// exist. By default asked as `cat PATH`, so a fixture answers it like a command;
     /// the real observer reads it in-process.
@@ -130,6 +135,12 @@ fn session_line(argv: &[String]) -> Option<String> {
 }
 
 impl Observer for RealObserver {
+    fn warm(&mut self, ns: &Netns) {
+        if super::session::enabled() {
+            super::session::prestart(ns);
+        }
+    }
+
     fn query(&mut self, q: &Query) -> Result<Option<String>, CniError> {
         let mut argv = Vec::new();
         if let Netns::Container(p) = &q.ns {
