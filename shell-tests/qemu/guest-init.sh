@@ -12,6 +12,7 @@
 # HOME and TMPDIR). Exit 0 = PASS, 77 = SKIP (reason: the last non-empty stdout line), other
 # or killed after CASE_TIMEOUT seconds = FAIL. After each case whatever it left running is
 # killed and every namespace and link it left is deleted, so cases do not see each other.
+# The cases source their shared helpers from /etc/ipcni-case-lib.sh (case-lib.sh).
 #
 # Case output goes to the console prefixed with "    | " (stdout) and "    ! " (stderr).
 # Debian's busybox runs its own applets before $PATH in sh: a case must call iproute2 as

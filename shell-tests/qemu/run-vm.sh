@@ -10,9 +10,10 @@
 # the same kernel fetch (`apt-get download` + `dpkg-deb -x`, nothing installed into /boot or
 # /lib/modules), the same PVH boot of the uncompressed vmlinux, the same busybox + real
 # iproute2 + module-closure initramfs. What this script adds: a statically linked ipcni and
-# its plugin symlinks in /opt/ipcni, the case scripts in /cases, a PID 1 (guest-init.sh) that
-# runs each case with a timeout and prints `QEMU-CASE <name> PASS|FAIL|SKIP <reason>`, and
-# the parsing of those lines here.
+# its plugin symlinks in /opt/ipcni, the case scripts in /cases and their shared helpers
+# (case-lib.sh, as /etc/ipcni-case-lib.sh), a PID 1 (guest-init.sh) that runs each case
+# with a timeout and prints `QEMU-CASE <name> PASS|FAIL|SKIP <reason>`, and the parsing of
+# those lines here.
 #
 # Nothing runs on the host but apt-get, cargo, file building and qemu; the VM has no
 # network device, so the host's network namespaces are never touched.
@@ -405,6 +406,8 @@ for c in "${CASES[@]}"; do
 done
 cp "$HERE/guest-init.sh" "$R/init"
 chmod 755 "$R/init"
+# the cases' shared helpers (sourced by each case; not in /cases, whose *.sh all run)
+cp "$HERE/case-lib.sh" "$R/etc/ipcni-case-lib.sh" || fail "cannot copy $HERE/case-lib.sh into the initramfs"
 cat >"$R/etc/qemu-run.conf" <<EOF
 MODS="$MODS"
 CASES="$guest_cases"

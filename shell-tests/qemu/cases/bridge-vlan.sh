@@ -21,54 +21,9 @@
 # Port VLANs are read with `bridge -j vlan show` (iproute2's bridge is in the initramfs).
 #
 # Runs under guest-init.sh: POSIX sh (busybox), root, IPCNI=<plugin dir>, IP=/sbin/ip.
-set -u
-: "${IPCNI:?}" "${IP:?}"
-T=${CASE_TMP:-/tmp}
+# set -u, T, the assertions (ok, check, has, eq, ...) and finish come from ../case-lib.sh.
+. /etc/ipcni-case-lib.sh
 BRIDGE=/sbin/bridge
-FAILS=0
-CHECKS=0
-
-ok() {
-    CHECKS=$((CHECKS + 1))
-    echo "ok: $*"
-}
-not_ok() {
-    CHECKS=$((CHECKS + 1))
-    FAILS=$((FAILS + 1))
-    echo "NOT OK: $*"
-}
-# check WHAT CMD...: CMD succeeds; its output is shown when it does not
-check() {
-    what=$1
-    shift
-    if "$@" >"$T/out" 2>&1; then
-        ok "$what"
-    else
-        not_ok "$what (exit $?: $*)"
-        sed 's/^/    /' "$T/out"
-    fi
-}
-# check_not WHAT CMD...: CMD fails
-check_not() {
-    what=$1
-    shift
-    if "$@" >"$T/out" 2>&1; then not_ok "$what (succeeded: $*)"; else ok "$what"; fi
-}
-# has WHAT PATTERN CMD...: CMD succeeds and its output matches the extended regex PATTERN
-has() {
-    what=$1 pat=$2
-    shift 2
-    if "$@" >"$T/out" 2>&1 && grep -Eq -- "$pat" "$T/out"; then
-        ok "$what"
-    else
-        not_ok "$what (wanted /$pat/ from: $*)"
-        sed 's/^/    /' "$T/out"
-    fi
-}
-# eq WHAT ACTUAL EXPECTED
-eq() {
-    if [ "$2" = "$3" ]; then ok "$1"; else not_ok "$1 (expected '$3', got '$2')"; fi
-}
 
 H=bv-host
 CTRS="a1 a2 b1 b2 t1 p1 g1 g2"
@@ -113,10 +68,6 @@ addr_of() {
 # host_veth_of RESULT: the name of the result's second interface (the host veth)
 host_veth_of() {
     printf '%s\n' "$1" | tr -d ' \n' | sed 's/"name":/\n/g' | sed -n '3s/^"\([^"]*\)".*/\1/p'
-}
-# with_prev CONFIG RESULT: the config with "prevResult" added
-with_prev() {
-    printf '%s,"prevResult":%s}' "${1%?}" "$2"
 }
 # reservations NET: how many addresses the network's store holds
 reservations() {
@@ -237,8 +188,4 @@ for n in bv100 bv200 bvgw; do
     eq "no reservation is left in $n" "$(reservations $n)" 0
 done
 
-if [ "$FAILS" -gt 0 ]; then
-    echo "$FAILS of $CHECKS checks failed"
-    exit 1
-fi
-echo "all $CHECKS checks passed"
+finish

@@ -10,53 +10,8 @@
 #   and every reservation is released.
 #
 # Runs under guest-init.sh: POSIX sh (busybox), root, IPCNI=<plugin dir>, IP=/sbin/ip.
-set -u
-: "${IPCNI:?}" "${IP:?}"
-T=${CASE_TMP:-/tmp}
-FAILS=0
-CHECKS=0
-
-ok() {
-    CHECKS=$((CHECKS + 1))
-    echo "ok: $*"
-}
-not_ok() {
-    CHECKS=$((CHECKS + 1))
-    FAILS=$((FAILS + 1))
-    echo "NOT OK: $*"
-}
-# check WHAT CMD...: CMD succeeds; its output is shown when it does not
-check() {
-    what=$1
-    shift
-    if "$@" >"$T/out" 2>&1; then
-        ok "$what"
-    else
-        not_ok "$what (exit $?: $*)"
-        sed 's/^/    /' "$T/out"
-    fi
-}
-# check_not WHAT CMD...: CMD fails
-check_not() {
-    what=$1
-    shift
-    if "$@" >"$T/out" 2>&1; then not_ok "$what (succeeded: $*)"; else ok "$what"; fi
-}
-# has WHAT PATTERN CMD...: CMD succeeds and its output matches the extended regex PATTERN
-has() {
-    what=$1 pat=$2
-    shift 2
-    if "$@" >"$T/out" 2>&1 && grep -Eq -- "$pat" "$T/out"; then
-        ok "$what"
-    else
-        not_ok "$what (wanted /$pat/ from: $*)"
-        sed 's/^/    /' "$T/out"
-    fi
-}
-# eq WHAT ACTUAL EXPECTED
-eq() {
-    if [ "$2" = "$3" ]; then ok "$1"; else not_ok "$1 (expected '$3', got '$2')"; fi
-}
+# set -u, T, the assertions (ok, check, has, eq, ...) and finish come from ../case-lib.sh.
+. /etc/ipcni-case-lib.sh
 
 H=dm-host C1=dm-c1 C2=dm-c2 C3=dm-c3
 cleanup() {
@@ -89,14 +44,9 @@ addr_of() {
 mac_of() {
     printf '%s\n' "$1" | sed -n 's/.*"mac": *"\([^"]*\)".*/\1/p' | head -n 1
 }
-# with_prev CONFIG RESULT: the config with "prevResult" added
-with_prev() {
-    printf '%s,"prevResult":%s}' "${1%?}" "$2"
-}
 reservations() {
     ls "$DATA/$NET" 2>/dev/null | grep -cE '^[0-9a-f.:]+$'
 }
-links_of() { $IP -n "$1" -o link show | sed 's/^[0-9]*: \([^:@]*\).*/\1/' | sort | tr '\n' ' '; }
 
 for ns in $H $C1 $C2 $C3; do
     check "netns add $ns" $IP netns add $ns
@@ -154,8 +104,4 @@ cni DEL c2 $C2 "$CONF"
 eq "DEL c2 after its netns was deleted exits 0" "$RC" 0
 eq "no reservation is left" "$(reservations)" 0
 
-if [ "$FAILS" -gt 0 ]; then
-    echo "$FAILS of $CHECKS checks failed"
-    exit 1
-fi
-echo "all $CHECKS checks passed"
+finish

@@ -6,43 +6,8 @@
 # (through nsenter --net=PATH) and DEL brings it down again.
 #
 # Runs under guest-init.sh: POSIX sh (busybox), root, IPCNI=<plugin dir>, IP=/sbin/ip.
-set -u
-: "${IPCNI:?}" "${IP:?}"
-T=${CASE_TMP:-/tmp}
-FAILS=0
-CHECKS=0
-
-ok() {
-    CHECKS=$((CHECKS + 1))
-    echo "ok: $*"
-}
-not_ok() {
-    CHECKS=$((CHECKS + 1))
-    FAILS=$((FAILS + 1))
-    echo "NOT OK: $*"
-}
-# check WHAT CMD...: CMD succeeds; its output is shown when it does not
-check() {
-    what=$1
-    shift
-    if "$@" >"$T/out" 2>&1; then
-        ok "$what"
-    else
-        not_ok "$what (exit $?: $*)"
-        sed 's/^/    /' "$T/out"
-    fi
-}
-# has WHAT PATTERN CMD...: CMD succeeds and its output matches the extended regex PATTERN
-has() {
-    what=$1 pat=$2
-    shift 2
-    if "$@" >"$T/out" 2>&1 && grep -Eq -- "$pat" "$T/out"; then
-        ok "$what"
-    else
-        not_ok "$what (wanted /$pat/ from: $*)"
-        sed 's/^/    /' "$T/out"
-    fi
-}
+# set -u, T, the assertions (ok, check, has, eq, ...) and finish come from ../case-lib.sh.
+. /etc/ipcni-case-lib.sh
 
 A=smoke-a B=smoke-b K=smoke-k L=smoke-lo
 cleanup() {
@@ -111,8 +76,4 @@ else
     ok "lo is down in $L after DEL"
 fi
 
-if [ "$FAILS" -gt 0 ]; then
-    echo "$FAILS of $CHECKS checks failed"
-    exit 1
-fi
-echo "all $CHECKS checks passed"
+finish

@@ -14,65 +14,8 @@
 #   with code 1.
 #
 # Runs under guest-init.sh: POSIX sh (busybox), root, IPCNI=<plugin dir>, IP=/sbin/ip.
-set -u
-: "${IPCNI:?}" "${IP:?}"
-T=${CASE_TMP:-/tmp}
-FAILS=0
-CHECKS=0
-
-ok() {
-    CHECKS=$((CHECKS + 1))
-    echo "ok: $*"
-}
-not_ok() {
-    CHECKS=$((CHECKS + 1))
-    FAILS=$((FAILS + 1))
-    echo "NOT OK: $*"
-}
-# check WHAT CMD...: CMD succeeds; its output is shown when it does not
-check() {
-    what=$1
-    shift
-    if "$@" >"$T/out" 2>&1; then
-        ok "$what"
-    else
-        not_ok "$what (exit $?: $*)"
-        sed 's/^/    /' "$T/out"
-    fi
-}
-# check_not WHAT CMD...: CMD fails
-check_not() {
-    what=$1
-    shift
-    if "$@" >"$T/out" 2>&1; then not_ok "$what (succeeded: $*)"; else ok "$what"; fi
-}
-# has WHAT PATTERN CMD...: CMD succeeds and its output matches the extended regex PATTERN
-has() {
-    what=$1 pat=$2
-    shift 2
-    if "$@" >"$T/out" 2>&1 && grep -Eq -- "$pat" "$T/out"; then
-        ok "$what"
-    else
-        not_ok "$what (wanted /$pat/ from: $*)"
-        sed 's/^/    /' "$T/out"
-    fi
-}
-# hasnt WHAT PATTERN CMD...: CMD's output does not match PATTERN
-hasnt() {
-    what=$1 pat=$2
-    shift 2
-    "$@" >"$T/out" 2>&1
-    if grep -Eq -- "$pat" "$T/out"; then
-        not_ok "$what (/$pat/ found in: $*)"
-        sed 's/^/    /' "$T/out"
-    else
-        ok "$what"
-    fi
-}
-# eq WHAT ACTUAL EXPECTED
-eq() {
-    if [ "$2" = "$3" ]; then ok "$1"; else not_ok "$1 (expected '$3', got '$2')"; fi
-}
+# set -u, T, the assertions (ok, check, has, eq, ...) and finish come from ../case-lib.sh.
+. /etc/ipcni-case-lib.sh
 
 H=vrf-host C1=vrf-c1 C2=vrf-c2
 cleanup() {
@@ -195,8 +138,4 @@ cni ADD $C1 eth0 "$(conf 0.3.0 '"vrfname":"blue"' "$P0")"
 code_is "cniVersion 0.3.0 is refused" 1
 check_not "no VRF was made by the refused ADDs" $IP -n $C1 link show dev blue
 
-if [ "$FAILS" -gt 0 ]; then
-    echo "$FAILS of $CHECKS checks failed"
-    exit 1
-fi
-echo "all $CHECKS checks passed"
+finish
