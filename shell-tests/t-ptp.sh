@@ -165,4 +165,16 @@ if [[ -n $MASQ_BACKEND ]]; then
 fi
 check "the outside namespace is untouched (one address)" test "$(addrs "$NS_out" eth0)" = 192.0.2.2/24
 
+# --- an on-link gateway outside the subnet (as the reference accepts): the container
+# reaches it through the host route ptp adds on its link.
+mk_ns c4
+ONLINK=$(printf '{"cniVersion":"1.0.0","name":"ptponlink","type":"ptp","ipam":{"type":"host-local","dataDir":"%s","ranges":[[{"subnet":"10.61.0.0/24","gateway":"169.254.1.1"}]],"routes":[{"dst":"0.0.0.0/0"}]}}' "$T_TMP/data")
+cni ADD ctr-onlink "$NS_c4" eth0 "$ONLINK"
+assert_rc 0 "ADD with gateway 169.254.1.1 outside subnet 10.61.0.0/24"
+check "the container's default route goes via 169.254.1.1" grep -q "default via 169.254.1.1 dev eth0" <<<"$(ip -n "$NS_c4" route show)"
+check "the container pings its on-link gateway" pings "$NS_c4" 169.254.1.1
+cni DEL ctr-onlink "$NS_c4" eth0 "$ONLINK"
+assert_rc 0 "DEL of the on-link-gateway container"
+assert_empty "$(reservations "$(store_dir ptponlink)")" "no reservation left on ptponlink"
+
 finish

@@ -295,20 +295,6 @@ fn cases(tmp: &Path) -> Vec<Case> {
             &["rangeEnd"],
         ),
         case(
-            "host-local-gateway-outside",
-            "host-local",
-            host_local(json!({"subnet": "10.77.0.0/24", "gateway": "10.78.0.1"})),
-            7,
-            &["gateway"],
-        ),
-        case(
-            "host-local-v6-gateway-outside",
-            "host-local",
-            host_local(json!({"ranges": [[{"subnet": "fd00:1::/64", "gateway": "fd00:2::1"}]]})),
-            7,
-            &["gateway"],
-        ),
-        case(
             "host-local-subnet-host-bits",
             "host-local",
             host_local(json!({"subnet": "10.77.0.5/24"})),

@@ -167,14 +167,9 @@ fn parse_range(v: &Value, path: &str) -> Result<Range, CniError> {
         }
         Ok(Some(ip))
     };
-    let gateway = match addr("gateway")? {
-        // Off-link: no route via it could be added, and no container could reach it.
-        Some(ip) if !in_subnet(ip) => {
-            return Err(config_err(format!("{path}.gateway: {ip} is not in subnet {subnet}")));
-        }
-        Some(ip) => ip,
-        None => from_num(v4, net + 1),
-    };
+    // A gateway outside the subnet is allowed, as in the reference: ptp reaches it through
+    // a host route on the container's link (an on-link gateway such as 169.254.1.1).
+    let gateway = addr("gateway")?.unwrap_or(from_num(v4, net + 1));
     let range_start = match addr("rangeStart")? {
         Some(ip) if !in_subnet(ip) => {
             return Err(config_err(format!("{path}.rangeStart: {ip} is not in subnet {subnet}")));
