@@ -286,16 +286,13 @@ fn plan_macspoofchk(plan: &mut Plan, host_veth: &str, mac: &str, id: &str, ifnam
 fn macspoof_teardown(id: &str, ifname: &str) -> Op {
     let t = NftTable::bridge("nat");
     let (chain, comment) = macspoof_ids(id, ifname);
-    Op::Firewall(FirewallOp::Nft {
-        setup: Vec::new(),
-        ops: vec![
-            NftOp::DeleteRulesByComment { table: t.clone(), chain: "PREROUTING".into(), prefix: comment },
-            NftOp::FlushChain { table: t.clone(), chain: chain.clone() },
-            NftOp::FlushChain { table: t.clone(), chain: format!("{chain}-mac") },
-            NftOp::DeleteChain { table: t.clone(), chain: chain.clone() },
-            NftOp::DeleteChain { table: t, chain: format!("{chain}-mac") },
-        ],
-    })
+    Op::Firewall(FirewallOp::nft(vec![
+        NftOp::DeleteRulesByComment { table: t.clone(), chain: "PREROUTING".into(), prefix: comment },
+        NftOp::FlushChain { table: t.clone(), chain: chain.clone() },
+        NftOp::FlushChain { table: t.clone(), chain: format!("{chain}-mac") },
+        NftOp::DeleteChain { table: t.clone(), chain: chain.clone() },
+        NftOp::DeleteChain { table: t, chain: format!("{chain}-mac") },
+    ]))
 }
 
 /// The ADD plan and its result, from the config, the host state and the IPAM answer.

@@ -1249,15 +1249,12 @@ fn injection_checks_catch_broken_renderings() {
     assert!(check_op(&host, &ipt("c", "CNI-1 -j DROP")).is_err());
     assert!(check_op(&host, &ipt("c", "CNI;1")).is_err());
     let nft = |comment: &str, iif: &str| {
-        Op::Firewall(FirewallOp::Nft {
-            setup: Vec::new(),
-            ops: vec![NftOp::AddRule {
-                table: NftTable::inet("t"),
-                chain: "c".into(),
-                rule: NftRule::IifnameJump { iifname: iif.into(), chain: "x".into() },
-                comment: Some(comment.into()),
-            }],
-        })
+        Op::Firewall(FirewallOp::nft(vec![NftOp::AddRule {
+            table: NftTable::inet("t"),
+            chain: "c".into(),
+            rule: NftRule::IifnameJump { iifname: iif.into(), chain: "x".into() },
+            comment: Some(comment.into()),
+        }]))
     };
     assert!(check_op(&host, &nft("ctr1", "cni0")).is_ok());
     // nft's scanner has no escapes: `\"` ends the string and the rest is a command.

@@ -170,14 +170,13 @@ pub fn plan_setup(
                 })
                 .collect();
             let add = FirewallOp::Nft { ops, setup };
-            plan.push(&Netns::Host, Op::Firewall(add)).undo(Op::Firewall(FirewallOp::Nft {
-                setup: Vec::new(),
-                ops: vec![NftOp::DeleteRulesByComment {
+            plan.push(&Netns::Host, Op::Firewall(add)).undo(Op::Firewall(FirewallOp::nft(vec![
+                NftOp::DeleteRulesByComment {
                     table: t,
                     chain: NFT_CHAIN.into(),
                     prefix: names::nft_instance_hash(network, ifname, container_id),
-                }],
-            }));
+                },
+            ])));
         }
     }
 }

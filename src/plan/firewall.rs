@@ -723,18 +723,12 @@ mod tests {
 
     #[test]
     fn nft_masquerade_rule_renders_family_keywords() {
-        let op = FirewallOp::Nft {
-            setup: Vec::new(),
-            ops: vec![NftOp::AddRule {
-                table: NftTable::inet("t"),
-                chain: "c".into(),
-                rule: NftRule::Masquerade {
-                    saddr: "fd00::5".parse().unwrap(),
-                    daddr_not: "fd00::5/64".parse().unwrap(),
-                },
-                comment: None,
-            }],
-        };
+        let op = FirewallOp::nft(vec![NftOp::AddRule {
+            table: NftTable::inet("t"),
+            chain: "c".into(),
+            rule: NftRule::Masquerade { saddr: "fd00::5".parse().unwrap(), daddr_not: "fd00::5/64".parse().unwrap() },
+            comment: None,
+        }]);
         assert_eq!(op.script(), "add rule inet t c ip6 saddr fd00::5 ip6 daddr != fd00::/64 masquerade\n");
     }
 
@@ -773,31 +767,25 @@ mod tests {
     #[test]
     fn nft_portmap_rules_render_per_family() {
         let t = NftTable::of_family(Family::V6, "cni_hostport");
-        let op = FirewallOp::Nft {
-            setup: Vec::new(),
-            ops: vec![
-                NftOp::AddRule {
-                    table: t.clone(),
-                    chain: "hostports".into(),
-                    rule: NftRule::Dnat {
-                        daddr: Some("::1".parse().unwrap()),
-                        protocol: L4Proto::Sctp,
-                        dport: 8080,
-                        to: "[fd00::2]:80".parse().unwrap(),
-                    },
-                    comment: Some("x".into()),
+        let op = FirewallOp::nft(vec![
+            NftOp::AddRule {
+                table: t.clone(),
+                chain: "hostports".into(),
+                rule: NftRule::Dnat {
+                    daddr: Some("::1".parse().unwrap()),
+                    protocol: L4Proto::Sctp,
+                    dport: 8080,
+                    to: "[fd00::2]:80".parse().unwrap(),
                 },
-                NftOp::AddRule {
-                    table: t,
-                    chain: "masquerading".into(),
-                    rule: NftRule::MasqueradeFromTo {
-                        saddr: "::/0".parse().unwrap(),
-                        daddr: "fd00::2".parse().unwrap(),
-                    },
-                    comment: None,
-                },
-            ],
-        };
+                comment: Some("x".into()),
+            },
+            NftOp::AddRule {
+                table: t,
+                chain: "masquerading".into(),
+                rule: NftRule::MasqueradeFromTo { saddr: "::/0".parse().unwrap(), daddr: "fd00::2".parse().unwrap() },
+                comment: None,
+            },
+        ]);
         assert_eq!(
             op.script(),
             "add rule ip6 cni_hostport hostports ip6 daddr ::1 sctp dport 8080 dnat to [fd00::2]:80 comment \"x\"\n\
